@@ -1,0 +1,102 @@
+# tenant-registry — every target runs on Node 24. When the host's Node is older,
+# a pinned Node (see .node-version) is installed from the npm registry into
+# .tools/ and put first on PATH; nothing else is downloaded.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+NODE_VERSION := $(shell cat .node-version)
+NODE_MAJOR := $(firstword $(subst ., ,$(NODE_VERSION)))
+HOST_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+HOST_PLATFORM := $(shell node -p 'process.platform + "-" + process.arch' 2>/dev/null || echo linux-x64)
+NODE_PREFIX := $(CURDIR)/.tools/node-$(NODE_VERSION)
+NODE_PKG := node-$(HOST_PLATFORM)
+
+ifeq ($(shell test $(HOST_NODE_MAJOR) -ge $(NODE_MAJOR) && echo host),host)
+NODE_STAMP :=
+else
+NODE_BIN := $(NODE_PREFIX)/node_modules/$(NODE_PKG)/bin
+NODE_STAMP := $(NODE_BIN)/node
+export PATH := $(NODE_BIN):$(PATH)
+endif
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+DEPS_STAMP := node_modules/.package-lock.json
+MAIN := node dist/src/main.js
+
+.PHONY: help node install generate check-generated lint format typecheck build start dev \
+        test test-short migrate-up migrate-version migrate-down migrate-down-all \
+        migrate-create clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(NODE_PREFIX)/node_modules/$(NODE_PKG)/bin/node:
+	@echo "host node is $(HOST_NODE_MAJOR).x; installing node $(NODE_VERSION) ($(NODE_PKG)) into .tools/"
+	@mkdir -p $(NODE_PREFIX)
+	npm install --prefix $(NODE_PREFIX) --no-save --no-package-lock --no-audit --no-fund $(NODE_PKG)@$(NODE_VERSION)
+	@touch $@
+
+node: $(NODE_STAMP) ## make sure Node $(NODE_MAJOR) is on PATH
+	@echo "node $$(node --version) at $$(command -v node)"
+
+$(DEPS_STAMP): package.json package-lock.json | $(NODE_STAMP)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: $(DEPS_STAMP) ## npm ci (once per lockfile change)
+
+generate: $(DEPS_STAMP) ## regenerate gen/ from proto/
+	buf generate
+
+check-generated: $(DEPS_STAMP) ## fail when gen/ differs from what buf generates
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	buf generate --output "$$tmp"; \
+	if ! diff -ru gen "$$tmp/gen"; then echo "gen/ is out of date: run 'make generate' and commit" >&2; exit 1; fi; \
+	echo "gen/ is up to date"
+
+lint: $(DEPS_STAMP) ## buf lint + format check on proto/
+	buf lint --path proto/breakpilot
+	buf format --diff --exit-code proto
+
+format: $(DEPS_STAMP) ## format proto/
+	buf format -w proto
+
+typecheck: $(DEPS_STAMP) ## tsc --noEmit over src, gen and test
+	tsc -p tsconfig.json --noEmit
+
+build: $(DEPS_STAMP) ## compile to dist/
+	rm -rf dist
+	tsc -p tsconfig.build.json
+
+start: build ## run the built server (serve) with the environment exactly as given
+	$(MAIN) serve
+
+dev: build ## development server: APP_ENV=dev, embedded PostgreSQL unless DATABASE_URL is set
+	APP_ENV=$${APP_ENV:-dev} $(MAIN) serve
+
+test: $(DEPS_STAMP) check-generated lint typecheck build ## everything CI runs: drift, lint, typecheck, build, all tests
+	vitest run --reporter=default --reporter=json --outputFile.json=.test-results.json
+
+test-short: $(DEPS_STAMP) ## tests that need no database
+	vitest run --project unit
+
+migrate-up: build ## apply pending migrations to DATABASE_URL
+	$(MAIN) migrate up
+
+migrate-version: build ## print the applied schema version
+	$(MAIN) migrate version
+
+migrate-down: build ## dev only: revert the latest migration
+	$(MAIN) migrate down
+
+migrate-down-all: build ## dev only: revert every migration
+	$(MAIN) migrate down-all
+
+migrate-create: build ## add migrations/N_NAME.sql and its down script (NAME=...)
+	@test -n "$(NAME)" || { echo "usage: make migrate-create NAME=add_something" >&2; exit 2; }
+	$(MAIN) migrate create "$(NAME)"
+
+clean: ## remove build output (keeps .tools and .data)
+	rm -rf dist

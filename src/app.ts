@@ -1,0 +1,62 @@
+import { createConnectRouter } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { TenantRegistryService } from "../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { Health } from "../gen/health/v1/health_pb.js";
+import { listAppliedMigrations } from "./db/queries/schema.js";
+import { compareSchema, schemaProblem, type MigrationPlan } from "./db/migrations.js";
+import type { DatabasePool } from "./db/pool.js";
+import type { Logger } from "./logger.js";
+import { createTenantHandlers } from "./service/tenants.js";
+import { createObservingInterceptor } from "./transport/errors.js";
+import { registerGrpcHealth, type Readiness } from "./transport/health.js";
+import { createHttpHandler } from "./transport/http-handler.js";
+import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
+import type { RequestHandler } from "./transport/server.js";
+
+export type AppDeps = {
+  readonly db: DatabasePool;
+  readonly logger: Logger;
+  /** Loaded once at start-up; readiness compares the database against it. */
+  readonly migrationPlan: MigrationPlan;
+};
+
+export type App = {
+  readonly handler: RequestHandler;
+  readonly readiness: Readiness;
+  /** Ends long-lived streams (health Watch) so a graceful shutdown is not held open by them. */
+  beginShutdown(): void;
+};
+
+/** The composition root: everything the server needs, built from explicit dependencies. */
+export function createApp({ db, logger, migrationPlan }: AppDeps): App {
+  const shutdown = new AbortController();
+  const readiness: Readiness = {
+    async check() {
+      try {
+        const problem = schemaProblem(compareSchema(migrationPlan, await listAppliedMigrations(db)));
+        return problem ? { ready: false, reason: `schema not current: ${problem}` } : { ready: true };
+      } catch {
+        return { ready: false, reason: "database unavailable" };
+      }
+    },
+  };
+
+  const router = createConnectRouter({
+    interceptors: [createObservingInterceptor(logger)],
+    // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
+    jsonOptions: { alwaysEmitImplicit: true },
+    readMaxBytes: 4 * 1024 * 1024,
+    acceptCompression: [compressionGzip, compressionBrotli],
+    shutdownSignal: shutdown.signal,
+  });
+  router.service(TenantRegistryService, createTenantHandlers({ db }));
+  registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], shutdown.signal);
+  const served = [TenantRegistryService, Health, ...REFLECTION_SERVICES];
+  registerReflection(router, registryOf(served), served);
+
+  return {
+    handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger }),
+    readiness,
+    beginShutdown: () => shutdown.abort(),
+  };
+}

@@ -1,0 +1,64 @@
+import { createApp } from "../app.js";
+import type { Config } from "../config.js";
+import { startEmbeddedPostgres, type EmbeddedDatabase } from "../db/embedded.js";
+import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaStatus } from "../db/migrations.js";
+import { createDatabasePool } from "../db/pool.js";
+import { seedDevData } from "../db/seed.js";
+import type { Logger } from "../logger.js";
+import { listen } from "../transport/server.js";
+
+export class StartupError extends Error {
+  override readonly name = "StartupError";
+}
+
+/** serve: database (embedded in dev), migrations per MIGRATE_ON_START, the one port, graceful stop. */
+export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>): Promise<void> {
+  let embedded: EmbeddedDatabase | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (databaseUrl === undefined) {
+    logger.info({ dataDir: config.embeddedDataDir }, "no DATABASE_URL: starting the embedded PostgreSQL (dev only)");
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.embeddedDataDir,
+      database: "tenant_registry",
+      persistent: true,
+      log: (line) => logger.debug({ postgres: line }, "embedded postgres"),
+    });
+    databaseUrl = embedded.url;
+    logger.info({ databaseUrl: databaseUrl.replace(/:[^:@/]+@/, ":***@") }, "embedded PostgreSQL ready");
+  }
+  try {
+    const log = (line: string) => logger.info(line);
+    const client = await connectWithRetry(databaseUrl, config.databaseWaitMs, log);
+    try {
+      if (config.migrateOnStart) await migrateUp(client, log);
+      const problem = schemaProblem(await schemaStatus(client));
+      if (problem) {
+        throw new StartupError(
+          `refusing to serve: ${problem}. Run \`tenant-registry migrate up\` (the init container) or set MIGRATE_ON_START=true`,
+        );
+      }
+    } finally {
+      await client.end();
+    }
+
+    const db = await createDatabasePool(databaseUrl);
+    try {
+      if (config.appEnv === "dev") await seedDevData(db);
+      const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan() });
+      const server = await listen(app.handler, config.listen, logger);
+      logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${server.host}:${server.port}`);
+      const signal = await stopSignal;
+      logger.info({ signal }, "shutting down: draining in-flight calls");
+      app.beginShutdown();
+      await server.close(config.shutdownGraceMs);
+    } finally {
+      await db.end();
+    }
+  } finally {
+    if (embedded) {
+      await embedded.stop();
+      logger.info("embedded PostgreSQL stopped");
+    }
+  }
+  logger.info("stopped");
+}

@@ -1,0 +1,93 @@
+import { z } from "zod";
+
+/**
+ * The service's configuration, parsed once from the environment at the edge.
+ * Everything below main.ts receives this typed object, never process.env.
+ */
+export type Config = {
+  readonly appEnv: "dev" | "stage" | "prod";
+  /** host:port to listen on; an empty host means every interface. */
+  readonly listen: { readonly host: string | undefined; readonly port: number };
+  readonly keycloakIssuer: string;
+  /** Unset only in dev, where an embedded PostgreSQL is started instead. */
+  readonly databaseUrl: string | undefined;
+  readonly migrateOnStart: boolean;
+  /** How long `migrate up` and `serve` wait for the database to answer. */
+  readonly databaseWaitMs: number;
+  readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+  /** How long graceful shutdown waits for in-flight calls before cutting them off. */
+  readonly shutdownGraceMs: number;
+  /** Where the embedded dev database keeps its data. */
+  readonly embeddedDataDir: string;
+};
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+const boolish = z
+  .enum(["true", "false", "1", "0", "yes", "no", "on", "off"], {
+    error: "expected true or false",
+  })
+  .transform((v) => ["true", "1", "yes", "on"].includes(v));
+
+const seconds = z.coerce
+  .number({ error: "expected a number of seconds" })
+  .positive({ error: "expected a positive number of seconds" })
+  .transform((s) => Math.round(s * 1000));
+
+const envSchema = z.object({
+  APP_ENV: z.enum(["dev", "stage", "prod"], { error: "expected one of dev, stage, prod" }).default("dev"),
+  ADDR: z.string().default(":8090"),
+  KEYCLOAK_ISSUER: z
+    .url({ protocol: /^https?$/, error: "expected an http(s) URL" })
+    .default("http://localhost:8080/realms/breakpilot-dev"),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, { error: "expected a postgres:// or postgresql:// URL" })
+    .optional(),
+  MIGRATE_ON_START: boolish.optional(),
+  DATABASE_WAIT_TIMEOUT: seconds.prefault("30"),
+  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  SHUTDOWN_GRACE_PERIOD: seconds.prefault("15"),
+  EMBEDDED_PG_DATA_DIR: z.string().default(".data/postgres"),
+});
+
+/** Parses ADDR: ":8090", "127.0.0.1:8090", "[::1]:8090", "localhost:0". */
+export function parseListenAddress(addr: string): { host: string | undefined; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(`ADDR: expected host:port (e.g. ":8090" or "127.0.0.1:8090"), got "${addr}"`);
+  }
+  const host = match[1] ?? match[2];
+  return { host: host === "" ? undefined : host, port };
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // Treat VAR= (set but empty) as unset, the way shells and compose files usually mean it.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join("; ")}`);
+  }
+  const e = parsed.data;
+  const production = e.APP_ENV !== "dev";
+  if (production && e.DATABASE_URL === undefined) {
+    throw new ConfigError(
+      `DATABASE_URL: required when APP_ENV=${e.APP_ENV} (the embedded PostgreSQL is for dev only)`,
+    );
+  }
+  return {
+    appEnv: e.APP_ENV,
+    listen: parseListenAddress(e.ADDR),
+    keycloakIssuer: e.KEYCLOAK_ISSUER,
+    databaseUrl: e.DATABASE_URL,
+    migrateOnStart: e.MIGRATE_ON_START ?? !production,
+    databaseWaitMs: e.DATABASE_WAIT_TIMEOUT,
+    logLevel: e.LOG_LEVEL,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_PERIOD,
+    embeddedDataDir: e.EMBEDDED_PG_DATA_DIR,
+  };
+}

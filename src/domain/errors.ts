@@ -1,0 +1,47 @@
+/**
+ * Domain failures, free of any transport. The transport layer maps each kind to
+ * its Connect code; anything that is not a DomainError is an infrastructure
+ * failure and is never shown to clients verbatim.
+ */
+export type FieldViolation = { readonly field: string; readonly description: string };
+
+export abstract class DomainError extends Error {
+  abstract readonly kind: "invalid_argument" | "not_found" | "already_exists" | "failed_precondition";
+}
+
+export class InvalidArgumentError extends DomainError {
+  override readonly name = "InvalidArgumentError";
+  readonly kind = "invalid_argument";
+  constructor(readonly violations: readonly FieldViolation[]) {
+    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "));
+  }
+
+  static field(field: string, description: string): InvalidArgumentError {
+    return new InvalidArgumentError([{ field, description }]);
+  }
+}
+
+export class NotFoundError extends DomainError {
+  override readonly name = "NotFoundError";
+  readonly kind = "not_found";
+  constructor(resource: string, key: string) {
+    super(`${resource} ${key} not found`);
+  }
+}
+
+export class AlreadyExistsError extends DomainError {
+  override readonly name = "AlreadyExistsError";
+  readonly kind = "already_exists";
+  constructor(
+    resource: string,
+    readonly field: string,
+    value: string,
+  ) {
+    super(`${resource} with ${field} "${value}" already exists`);
+  }
+}
+
+export class FailedPreconditionError extends DomainError {
+  override readonly name = "FailedPreconditionError";
+  readonly kind = "failed_precondition";
+}

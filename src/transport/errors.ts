@@ -1,0 +1,129 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import {
+  BackendTerminatedError,
+  CheckIntegrityConstraintViolationError,
+  ConnectionError,
+  ForeignKeyIntegrityConstraintViolationError,
+  NotFoundError as SlonikNotFoundError,
+  StatementTimeoutError,
+  UniqueIntegrityConstraintViolationError,
+} from "slonik";
+import { BadRequestSchema, BadRequest_FieldViolationSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { DomainError, InvalidArgumentError } from "../domain/errors.js";
+import type { Logger } from "../logger.js";
+
+const DOMAIN_CODES = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  failed_precondition: Code.FailedPrecondition,
+} as const satisfies Record<DomainError["kind"], Code>;
+
+// Node's socket errors and PostgreSQL's "cannot serve right now" states (class 57, 08).
+const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
+const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
+
+function causeChain(error: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let e: unknown = error; e !== undefined && e !== null && chain.length < 8; e = (e as { cause?: unknown }).cause) {
+    chain.push(e);
+  }
+  return chain;
+}
+
+function isUnavailable(error: unknown): boolean {
+  return causeChain(error).some((e) => {
+    if (e instanceof ConnectionError || e instanceof BackendTerminatedError) return true;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== "string") return false;
+    return UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.test(code);
+  }) || /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+    causeChain(error).map((e) => (e instanceof Error ? e.message : "")).join("\n"),
+  );
+}
+
+/**
+ * The one place errors become Connect codes. Clients see a domain message or a
+ * generic one: never SQL, never a stack. Unexpected failures are logged with
+ * their cause under a request id that the client also receives.
+ */
+export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof InvalidArgumentError) {
+    const details = [
+      {
+        desc: BadRequestSchema,
+        value: create(BadRequestSchema, {
+          fieldViolations: error.violations.map((v) =>
+            create(BadRequest_FieldViolationSchema, { field: v.field, description: v.description }),
+          ),
+        }),
+      },
+    ];
+    return new ConnectError(error.message, Code.InvalidArgument, undefined, details);
+  }
+  if (error instanceof DomainError) return new ConnectError(error.message, DOMAIN_CODES[error.kind]);
+  // The database is the last line of defence: a constraint the edge checks missed.
+  if (error instanceof UniqueIntegrityConstraintViolationError) {
+    return new ConnectError(`already exists (${error.constraint ?? "unique constraint"})`, Code.AlreadyExists);
+  }
+  if (error instanceof ForeignKeyIntegrityConstraintViolationError) {
+    return new ConnectError(`a referenced resource does not exist (${error.constraint ?? "foreign key"})`, Code.FailedPrecondition);
+  }
+  if (error instanceof CheckIntegrityConstraintViolationError) {
+    return new ConnectError(`invalid value (${error.constraint ?? "check constraint"})`, Code.InvalidArgument);
+  }
+  if (error instanceof SlonikNotFoundError) return new ConnectError("not found", Code.NotFound);
+  if (error instanceof StatementTimeoutError) {
+    return new ConnectError("the database did not answer in time", Code.DeadlineExceeded);
+  }
+  if (isUnavailable(error)) {
+    logger.warn({ err: error, procedure, requestId }, "database unavailable");
+    return new ConnectError(`the database is unavailable, retry later (request id ${requestId})`, Code.Unavailable);
+  }
+  logger.error({ err: error, procedure, requestId }, "unexpected error");
+  return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+}
+
+async function* mapStreamErrors<T>(
+  messages: AsyncIterable<T>,
+  map: (error: unknown) => ConnectError,
+): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (error) {
+    throw map(error);
+  }
+}
+
+/** Request id, access log and error mapping for every call, on every protocol. */
+export function createObservingInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const started = performance.now();
+    const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const map = (error: unknown) => toConnectError(error, logger, procedure, requestId);
+    const done = (code: string) =>
+      logger.info({ procedure, code, ms: Math.round((performance.now() - started) * 100) / 100, requestId }, "rpc");
+    try {
+      const res = await next(req);
+      res.header.set("x-request-id", requestId);
+      if (!res.stream) {
+        done("ok");
+        return res;
+      }
+      return { ...res, message: mapStreamErrors(res.message, (error) => {
+        const mapped = map(error);
+        done(Code[mapped.code]);
+        return mapped;
+      }) };
+    } catch (error) {
+      const mapped = map(error);
+      mapped.metadata.set("x-request-id", requestId);
+      done(Code[mapped.code]);
+      throw mapped;
+    }
+  };
+}

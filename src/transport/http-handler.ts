@@ -1,0 +1,64 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { Logger } from "../logger.js";
+import { peerAddressKey } from "./context.js";
+import type { Readiness } from "./health.js";
+import { createRestHandler, sendJson } from "./rest.js";
+import type { RequestHandler } from "./server.js";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+
+/**
+ * The single request handler behind the port: Connect/gRPC/gRPC-Web by path,
+ * then liveness and readiness, then the REST mapping.
+ */
+export function createHttpHandler(options: {
+  router: ConnectRouter;
+  restServices: readonly DescService[];
+  readiness: Readiness;
+  logger: Logger;
+}): RequestHandler {
+  const { router, readiness, logger } = options;
+  const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const rest = createRestHandler(options.restServices, router.handlers);
+  const contextValuesFor = (req: NodeRequest) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress);
+
+  return (req, res) => {
+    const path = (req.url ?? "/").split("?", 1)[0]!;
+    const rpc = rpcs.get(path);
+    if (rpc) {
+      const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValuesFor(req));
+      rpc(uReq)
+        .then((uRes) => universalResponseToNodeResponse(uRes, res))
+        .catch((error: unknown) => {
+          if (ConnectError.from(error).code !== Code.Aborted) logger.error({ err: error, path }, "rpc transport failure");
+        });
+      return;
+    }
+    if (path === "/healthz") {
+      sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    if (path === "/readyz") {
+      readiness
+        .check()
+        .then(({ ready, reason }) => sendJson(res, ready ? 200 : 503, ready ? { status: "ok" } : { status: "unavailable", reason: reason ?? "" }))
+        .catch((error: unknown) => {
+          logger.error({ err: error }, "readiness check failed");
+          sendJson(res, 503, { status: "unavailable", reason: "readiness check failed" });
+        });
+      return;
+    }
+    rest(req, res, contextValuesFor(req))
+      .then((handled) => {
+        if (!handled) sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${path}` });
+      })
+      .catch((error: unknown) => {
+        logger.error({ err: error, path }, "rest transport failure");
+        if (!res.headersSent) sendJson(res, 500, { code: "internal", message: "internal error" });
+      });
+  };
+}

@@ -1,0 +1,131 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "../logger.js";
+
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+export type Listening = {
+  readonly host: string;
+  readonly port: number;
+  /** Stops accepting, lets in-flight calls finish within `graceMs`, then cuts the rest. */
+  close(graceMs: number): Promise<void>;
+};
+
+export type ServerLimits = {
+  /** A connection that sends nothing for this long before its first request is dropped. */
+  readonly firstByteTimeoutMs: number;
+  /** HTTP/1.1: the whole request must arrive within this (slowloris). */
+  readonly requestTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  /** HTTP/2: a session with no activity for this long is closed. */
+  readonly idleSessionTimeoutMs: number;
+};
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  firstByteTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  headersTimeoutMs: 15_000,
+  keepAliveTimeoutMs: 5_000,
+  idleSessionTimeoutMs: 300_000,
+};
+
+// Every HTTP/2 connection without TLS (h2c with prior knowledge) opens with this preface;
+// no HTTP/1.x request line starts with "PRI ".
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/**
+ * One plaintext port for every protocol: sniffs the first bytes of each
+ * connection and hands it to an HTTP/2 (h2c: gRPC, Connect, gRPC-Web) or an
+ * HTTP/1.1 server (Connect, gRPC-Web, REST, health), both sharing one handler.
+ */
+export async function listen(
+  handler: RequestHandler,
+  address: { host: string | undefined; port: number },
+  logger: Logger,
+  limits: ServerLimits = DEFAULT_LIMITS,
+): Promise<Listening> {
+  const h1 = http.createServer(
+    {
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+    },
+    handler,
+  );
+  const h2 = http2.createServer({}, handler);
+
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    session.setTimeout(limits.idleSessionTimeoutMs, () => session.close());
+  });
+  h2.on("sessionError", (error) => logger.debug({ err: error }, "http2 session error"));
+  h1.on("clientError", (error, socket) => {
+    logger.debug({ err: error }, "http/1.1 client error");
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+  });
+
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => {}); // peers reset connections; nothing to do but let it close
+    socket.setTimeout(limits.firstByteTimeoutMs, () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const looksH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (looksH2 && seen.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.removeListener("data", onData);
+      socket.setTimeout(0);
+      // Put the sniffed bytes back. The HTTP/1.1 parser needs the socket flowing
+      // again; the HTTP/2 session drains the paused socket itself and breaks
+      // (GOAWAY) if it is resumed underneath it.
+      socket.pause();
+      socket.unshift(seen);
+      if (looksH2) {
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen({ host: address.host, port: address.port }, () => {
+      tcp.removeListener("error", reject);
+      resolve();
+    });
+  });
+  tcp.on("error", (error) => logger.error({ err: error }, "listener error"));
+  const bound = tcp.address() as net.AddressInfo;
+
+  return {
+    host: bound.address,
+    port: bound.port,
+    async close(graceMs) {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const session of sessions) session.close(); // GOAWAY: no new streams, running ones finish
+      const deadline = Date.now() + graceMs;
+      while (sockets.size > 0 && Date.now() < deadline) {
+        h1.closeIdleConnections();
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      if (sockets.size > 0) {
+        logger.warn({ connections: sockets.size }, "grace period over; closing remaining connections");
+        for (const socket of sockets) socket.destroy();
+      }
+      await closed;
+    },
+  };
+}

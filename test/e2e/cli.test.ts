@@ -1,0 +1,180 @@
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMigration } from "../../src/db/migrations.js";
+import { PACKAGE_ROOT } from "../../src/paths.js";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+
+const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const execFileP = promisify(execFile);
+
+type Result = { code: number; stdout: string; stderr: string };
+
+/** Runs the built CLI, like the init container does, with exactly the given environment. */
+async function cli(args: string[], env: Record<string, string>, cwd = PACKAGE_ROOT): Promise<Result> {
+  try {
+    const { stdout, stderr } = await execFileP(process.execPath, [MAIN, ...args], {
+      cwd,
+      env: { PATH: process.env["PATH"] ?? "", ...env },
+      timeout: 30_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+const databases: TestDatabase[] = [];
+async function fresh(migrate = false): Promise<TestDatabase> {
+  const db = await createTestDatabase({ migrate });
+  databases.push(db);
+  return db;
+}
+
+beforeAll(() => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first (make test does)`);
+});
+afterAll(async () => {
+  await Promise.all(databases.map((db) => db.drop()));
+});
+
+describe("tenant-registry migrate (init-container mode)", () => {
+  it("applies the migrations from any working directory, prints each, and exits 0; a re-run is a no-op", async () => {
+    const db = await fresh();
+    const elsewhere = await mkdtemp(join(tmpdir(), "cwd-"));
+    try {
+      const first = await cli(["migrate", "up"], { DATABASE_URL: db.url, APP_ENV: "prod" }, elsewhere);
+      expect(first).toMatchObject({ code: 0 });
+      expect(first.stdout).toContain("applied 1_init.sql");
+      const again = await cli(["migrate", "up"], { DATABASE_URL: db.url, APP_ENV: "prod" }, elsewhere);
+      expect(again.code).toBe(0);
+      expect(again.stdout).not.toContain("applied");
+      expect(again.stdout).toMatch(/schema is current at version \d+/);
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it("lets several replicas run it at once: all exit 0, the schema is applied once", async () => {
+    const db = await fresh();
+    const runs = await Promise.all([1, 2, 3].map(() => cli(["migrate", "up"], { DATABASE_URL: db.url })));
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0]);
+    expect(runs.filter((r) => r.stdout.includes("applied 1_init.sql"))).toHaveLength(1);
+  });
+
+  it("waits for the database with backoff, then gives up with a clear error", async () => {
+    const result = await cli(["migrate", "up"], {
+      DATABASE_URL: "postgres://nobody:nothing@127.0.0.1:1/none",
+      DATABASE_WAIT_TIMEOUT: "1",
+    });
+    expect(result.code).not.toBe(0);
+    expect(result.stdout).toMatch(/waiting for the database \(attempt 1/);
+    expect(result.stderr).toMatch(/database not reachable after \d+ attempts/);
+  });
+
+  it("prints the version and what is pending", async () => {
+    const db = await fresh();
+    const empty = await cli(["migrate", "version"], { DATABASE_URL: db.url });
+    expect(empty.stdout).toContain("version 0 (empty database)");
+    expect(empty.stdout).toContain("pending 1_init.sql");
+    await cli(["migrate", "up"], { DATABASE_URL: db.url });
+    const current = await cli(["migrate", "version"], { DATABASE_URL: db.url });
+    expect(current.code).toBe(0);
+    expect(current.stdout).not.toContain("pending");
+  });
+
+  it("refuses down and down-all outside dev unless forced", async () => {
+    const db = await fresh(true);
+    for (const command of ["down", "down-all"]) {
+      const refused = await cli(["migrate", command], { DATABASE_URL: db.url, APP_ENV: "prod" });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("production is forward-only");
+    }
+    const forced = await cli(["migrate", "down-all", "--force"], { DATABASE_URL: db.url, APP_ENV: "stage" });
+    expect(forced.code).toBe(0);
+    expect(forced.stdout).toContain("reverted 1_init");
+    const dev = await cli(["migrate", "down"], { DATABASE_URL: db.url, APP_ENV: "dev" });
+    expect(dev).toMatchObject({ code: 0 });
+    expect(dev.stdout).toContain("nothing to revert");
+  });
+
+  it("rejects unknown subcommands with usage and exit code 2", async () => {
+    const result = await cli(["migrate", "sideways"], { DATABASE_URL: "postgres://x@127.0.0.1:1/x" });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("usage: tenant-registry migrate");
+  });
+
+  it("create writes the next numbered migration and its down script", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "create-"));
+    try {
+      const { mkdir, writeFile } = await import("node:fs/promises");
+      await mkdir(join(dir, "down"));
+      await writeFile(join(dir, "1_init.sql"), "SELECT 1;");
+      const [up, down] = await createMigration("add_widgets", dir);
+      expect(up).toBe(join(dir, "2_add_widgets.sql"));
+      expect(down).toBe(join(dir, "down", "2_add_widgets.sql"));
+      expect(await readFile(down, "utf8")).toContain("rollback");
+      await expect(createMigration("Bad Name", dir)).rejects.toThrow(/lowercase/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("tenant-registry serve", () => {
+  it("refuses to start in stage/prod without DATABASE_URL, naming the variable", async () => {
+    const result = await cli(["serve"], { APP_ENV: "stage" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("DATABASE_URL: required when APP_ENV=stage");
+  });
+
+  it("names the variable of a malformed setting", async () => {
+    const result = await cli(["serve"], { APP_ENV: "qa", ADDR: "nonsense" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("APP_ENV: expected one of dev, stage, prod");
+  });
+
+  it("refuses to serve in prod with pending migrations and says why", async () => {
+    const db = await fresh();
+    const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/refusing to serve: 1 pending migration\(s\): 1_init\.sql/);
+  });
+
+  it("migrates at start when MIGRATE_ON_START=true, serves, and drains on SIGTERM", async () => {
+    const db = await fresh();
+    const child = spawn(process.execPath, [MAIN, "serve"], {
+      cwd: PACKAGE_ROOT,
+      env: { PATH: process.env["PATH"] ?? "", APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", MIGRATE_ON_START: "true" },
+    });
+    let out = "";
+    child.stdout.on("data", (chunk) => (out += String(chunk)));
+    child.stderr.on("data", (chunk) => (out += String(chunk)));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000);
+      child.stdout.on("data", () => {
+        const match = /serving on [^:]+:(\d+)/.exec(out);
+        if (match) {
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        }
+      });
+    });
+    expect(out).toContain("applied 1_init.sql");
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(ready.status).toBe(200);
+    // prod does not seed: the dev tenant must not exist here.
+    expect((await fetch(`http://127.0.0.1:${port}/v1/tenants/by-slug/acme`)).status).toBe(404);
+
+    child.kill("SIGTERM");
+    expect({ code: await exited, out }).toMatchObject({ code: 0 });
+    expect(out).toContain("shutting down");
+    expect(out).toContain('"msg":"stopped"');
+  });
+});

@@ -1,0 +1,71 @@
+import { Writable } from "node:stream";
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createApp } from "../../src/app.js";
+import { loadMigrationPlan } from "../../src/db/migrations.js";
+import type { DatabasePool } from "../../src/db/pool.js";
+import { createLogger } from "../../src/logger.js";
+import { listen } from "../../src/transport/server.js";
+
+export type TestServer = {
+  readonly baseUrl: string;
+  readonly port: number;
+  /** Every log line the server wrote, parsed. */
+  readonly logs: Record<string, unknown>[];
+  /** The raw log text, for "this string appears nowhere" assertions. */
+  logText(): string;
+  close(): Promise<void>;
+};
+
+/** The real server on a real loopback port (port 0: the OS picks), logs captured. */
+export async function startTestServer(db: DatabasePool): Promise<TestServer> {
+  const raw: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      raw.push(String(chunk));
+      callback();
+    },
+  });
+  const logger = createLogger("debug", sink);
+  const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan() });
+  const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger);
+  return {
+    baseUrl: `http://127.0.0.1:${server.port}`,
+    port: server.port,
+    get logs() {
+      return raw.join("").split("\n").filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+    },
+    logText: () => raw.join(""),
+    async close() {
+      app.beginShutdown();
+      await server.close(2_000);
+    },
+  };
+}
+
+export type TransportName = "grpc" | "connect-json-h1" | "connect-binary-h2" | "grpc-web";
+export const TRANSPORTS: readonly TransportName[] = ["grpc", "connect-json-h1", "connect-binary-h2", "grpc-web"];
+
+/** A typed client of `service` over one of the protocols the port speaks. */
+export function clientFor<T extends DescService>(service: T, baseUrl: string, transport: TransportName, headers?: Record<string, string>): Client<T> {
+  const interceptors = headers
+    ? [
+        (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) =>
+          async (req: Parameters<typeof next>[0]) => {
+            for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
+            return next(req);
+          },
+      ]
+    : [];
+  switch (transport) {
+    case "grpc":
+      return createClient(service, createGrpcTransport({ baseUrl, interceptors }));
+    case "connect-json-h1":
+      return createClient(service, createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, interceptors }));
+    case "connect-binary-h2":
+      return createClient(service, createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, interceptors }));
+    case "grpc-web":
+      return createClient(service, createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors }));
+  }
+}
