@@ -1,4 +1,4 @@
-import { createConnectRouter } from "@connectrpc/connect";
+import { createConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health } from "../gen/health/v1/health_pb.js";
@@ -6,6 +6,12 @@ import { listAppliedMigrations } from "./db/queries/schema.js";
 import { compareSchema, schemaProblem, type MigrationPlan } from "./db/migrations.js";
 import type { DatabasePool } from "./db/pool.js";
 import type { Logger } from "./logger.js";
+import { createApiKeyHandlers } from "./service/api-keys.js";
+import { createAuditHandlers } from "./service/audit.js";
+import type { ServiceDeps } from "./service/deps.js";
+import { createEntitlementHandlers } from "./service/entitlements.js";
+import { createIdpHandlers } from "./service/idp.js";
+import { createProjectHandlers } from "./service/projects.js";
 import { createTenantHandlers } from "./service/tenants.js";
 import { createObservingInterceptor } from "./transport/errors.js";
 import { registerGrpcHealth, type Readiness } from "./transport/health.js";
@@ -18,6 +24,8 @@ export type AppDeps = {
   readonly logger: Logger;
   /** Loaded once at start-up; readiness compares the database against it. */
   readonly migrationPlan: MigrationPlan;
+  readonly appEnv?: ServiceDeps["appEnv"];
+  readonly clock?: () => Date;
 };
 
 export type App = {
@@ -28,7 +36,7 @@ export type App = {
 };
 
 /** The composition root: everything the server needs, built from explicit dependencies. */
-export function createApp({ db, logger, migrationPlan }: AppDeps): App {
+export function createApp({ db, logger, migrationPlan, appEnv = "dev", clock = () => new Date() }: AppDeps): App {
   const shutdown = new AbortController();
   const readiness: Readiness = {
     async check() {
@@ -49,7 +57,17 @@ export function createApp({ db, logger, migrationPlan }: AppDeps): App {
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,
   });
-  router.service(TenantRegistryService, createTenantHandlers({ db }));
+  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal };
+  // One module per resource; together they implement every RPC of the service.
+  const implementation = {
+    ...createTenantHandlers(deps),
+    ...createProjectHandlers(deps),
+    ...createEntitlementHandlers(deps),
+    ...createIdpHandlers(deps),
+    ...createApiKeyHandlers(deps),
+    ...createAuditHandlers(deps),
+  } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
+  router.service(TenantRegistryService, implementation);
   registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], shutdown.signal);
   const served = [TenantRegistryService, Health, ...REFLECTION_SERVICES];
   registerReflection(router, registryOf(served), served);

@@ -44,7 +44,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
     const db = await createDatabasePool(databaseUrl);
     try {
       if (config.appEnv === "dev") await seedDevData(db);
-      const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan() });
+      const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), appEnv: config.appEnv });
       const server = await listen(app.handler, config.listen, logger);
       logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${server.host}:${server.port}`);
       const signal = await stopSignal;

@@ -1,13 +1,13 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { findTenantById, findTenantBySlug, type Db } from "../db/queries/tenants.js";
+import { findTenantById, findTenantBySlug } from "../db/queries/tenants.js";
 import { NotFoundError } from "../domain/errors.js";
 import { tenantToProto } from "../transport/convert.js";
 import { requireSlug, requireUuid } from "./validate.js";
 
-export type TenantHandlerDeps = { readonly db: Db };
+import type { ServiceDeps } from "./deps.js";
 
-export function createTenantHandlers({ db }: TenantHandlerDeps) {
+export function createTenantHandlers({ db }: ServiceDeps) {
   return {
     async getTenant(req) {
       const id = requireUuid("id", req.id);

@@ -1,8 +1,34 @@
-import { InvalidArgumentError } from "../domain/errors.js";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { InvalidArgumentError, type FieldViolation } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import { slugProblem } from "../domain/tenant.js";
 
-/** Edge checks that name the offending field; they mirror the schema's constraints. */
+/**
+ * Edge checks that name the offending field. They mirror the schema's
+ * constraints with friendlier messages; the database stays the last line.
+ */
+export class Violations {
+  private readonly list: FieldViolation[] = [];
+
+  add(field: string, description: string): this {
+    this.list.push({ field, description });
+    return this;
+  }
+
+  /** Records `description` for `field` unless `ok`. */
+  check(ok: boolean, field: string, description: string): this {
+    return ok ? this : this.add(field, description);
+  }
+
+  get empty(): boolean {
+    return this.list.length === 0;
+  }
+
+  throwIfAny(): void {
+    if (this.list.length > 0) throw new InvalidArgumentError(this.list);
+  }
+}
+
 export function requireUuid(field: string, value: string): string {
   if (value === "") throw InvalidArgumentError.field(field, "is required");
   if (!isUuid(value)) throw InvalidArgumentError.field(field, "must be a UUID");
@@ -14,4 +40,60 @@ export function requireSlug(field: string, value: string): string {
   const problem = slugProblem(value);
   if (problem) throw InvalidArgumentError.field(field, problem);
   return value;
+}
+
+export function checkSlug(v: Violations, field: string, value: string): void {
+  if (value === "") v.add(field, "is required");
+  else {
+    const problem = slugProblem(value);
+    if (problem) v.add(field, problem);
+  }
+}
+
+export function checkUuid(v: Violations, field: string, value: string, required = true): void {
+  if (value === "") {
+    if (required) v.add(field, "is required");
+  } else if (!isUuid(value)) v.add(field, "must be a UUID");
+}
+
+/** Mirrors the *_name_length CHECKs: 1-200 characters after trimming. */
+export function checkName(v: Violations, field: string, value: string): void {
+  const trimmed = value.trim();
+  if (trimmed === "") v.add(field, "is required");
+  else if (trimmed.length > 200) v.add(field, "must be at most 200 characters");
+}
+
+const METADATA_KEY = /^[a-zA-Z0-9_.-]{1,63}$/;
+
+export function checkMetadata(v: Violations, field: string, metadata: Readonly<Record<string, string>>): void {
+  const entries = Object.entries(metadata);
+  if (entries.length > 64) v.add(field, "may have at most 64 keys");
+  for (const [key, value] of entries) {
+    if (!METADATA_KEY.test(key)) v.add(`${field}.${key}`, "keys are 1-63 of [a-zA-Z0-9_.-]");
+    if (value.length > 1024) v.add(`${field}.${key}`, "values are at most 1024 characters");
+  }
+}
+
+export function checkExternalId(v: Violations, field: string, value: string): void {
+  if (value.length > 200) v.add(field, "must be at most 200 characters");
+}
+
+/**
+ * The paths of an update mask, checked against what may be updated. Over REST
+ * the mask defaults to the body's fields (see transport/rest.ts).
+ */
+export function maskPaths(
+  mask: FieldMask | undefined,
+  updatable: readonly string[],
+  immutable: Readonly<Record<string, string>> = {},
+): string[] {
+  const paths = mask?.paths ?? [];
+  const v = new Violations();
+  if (paths.length === 0) v.add("update_mask", `is required: name the fields to update (${updatable.join(", ")})`);
+  for (const path of paths) {
+    if (immutable[path]) v.add("update_mask", immutable[path]);
+    else if (!updatable.includes(path)) v.add("update_mask", `"${path}" cannot be updated; updatable: ${updatable.join(", ")}`);
+  }
+  v.throwIfAny();
+  return [...new Set(paths)];
 }

@@ -1,4 +1,18 @@
-import { createContextKey } from "@connectrpc/connect";
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { ANONYMOUS, type Actor, type AuditContext } from "../domain/audit.js";
 
 /** The TCP peer of the call, for audit source_ip (the same for every protocol). */
 export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "peer address" });
+
+/** Who is calling. Anonymous until an authentication interceptor says otherwise. */
+export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor" });
+
+/** The actor and source address every audit event of this call records. */
+export function auditContextOf(ctx: HandlerContext): AuditContext {
+  return { actor: ctx.values.get(actorKey), sourceIp: normaliseIp(ctx.values.get(peerAddressKey)) };
+}
+
+// Node reports IPv4 peers on dual-stack sockets as "::ffff:127.0.0.1".
+function normaliseIp(address: string | undefined): string | undefined {
+  return address?.startsWith("::ffff:") ? address.slice("::ffff:".length) : address;
+}

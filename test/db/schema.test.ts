@@ -28,9 +28,10 @@ describe("schema", () => {
     );
     await client.query("INSERT INTO tenant_products (tenant_id, product) VALUES ($1, 'certifai'), ($1, 'compliance')", [tenantId]);
     await client.query(
-      "INSERT INTO tenant_idp_config (tenant_id, protocol, issuer_url, client_id, email_domains) VALUES ($1, 'oidc', 'https://idp.example.com', 'client', '{example.com}')",
+      "INSERT INTO tenant_idp_config (tenant_id, protocol, issuer_url, client_id) VALUES ($1, 'oidc', 'https://idp.example.com', 'client')",
       [tenantId],
     );
+    await client.query("INSERT INTO tenant_idp_email_domains (domain, tenant_id) VALUES ('seed.example.com', $1)", [tenantId]);
     await client.query(
       "INSERT INTO api_keys (tenant_id, project_id, name, prefix, secret_hash) VALUES ($1, $2, 'ci', 'trk_seedprefix', sha256('x'::bytea))",
       [tenantId, project!.id],
@@ -47,7 +48,7 @@ describe("schema", () => {
 
     await client.query("DELETE FROM tenants WHERE id = $1", [tenantId]);
 
-    for (const table of ["tenant_projects", "tenant_products", "tenant_idp_config", "api_keys", "audit_log"]) {
+    for (const table of ["tenant_projects", "tenant_products", "tenant_idp_config", "tenant_idp_email_domains", "api_keys", "audit_log"]) {
       expect(await count(table)).toBe(0);
     }
     const { rows: survivors } = await client.query("SELECT tenant_id, action, target_id FROM audit_log WHERE target_id = $1", [tenantId]);

@@ -143,7 +143,7 @@ describe("tenant-registry serve", () => {
     const db = await fresh();
     const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0" });
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/refusing to serve: 1 pending migration\(s\): 1_init\.sql/);
+    expect(result.stderr).toMatch(/refusing to serve: \d+ pending migration\(s\): 1_init\.sql, 2_api_surface\.sql/);
   });
 
   it("migrates at start when MIGRATE_ON_START=true, serves, and drains on SIGTERM", async () => {

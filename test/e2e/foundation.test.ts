@@ -79,6 +79,9 @@ describe("REST mapping from google.api.http", () => {
       products: ["certifai", "compliance"],
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       updatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      metadata: {},
+      externalId: "",
+      suspensionReason: "",
     });
   });
 

@@ -19,7 +19,13 @@ export type TestServer = {
 };
 
 /** The real server on a real loopback port (port 0: the OS picks), logs captured. */
-export async function startTestServer(db: DatabasePool): Promise<TestServer> {
+export type TestServerOptions = {
+  readonly appEnv?: "dev" | "stage" | "prod";
+  /** A controllable clock, for expiry and grace periods without sleeping. */
+  readonly clock?: () => Date;
+};
+
+export async function startTestServer(db: DatabasePool, options: TestServerOptions = {}): Promise<TestServer> {
   const raw: string[] = [];
   const sink = new Writable({
     write(chunk, _encoding, callback) {
@@ -28,7 +34,7 @@ export async function startTestServer(db: DatabasePool): Promise<TestServer> {
     },
   });
   const logger = createLogger("debug", sink);
-  const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan() });
+  const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), ...options });
   const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger);
   return {
     baseUrl: `http://127.0.0.1:${server.port}`,

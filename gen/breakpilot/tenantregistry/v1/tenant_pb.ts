@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file breakpilot/tenantregistry/v1/tenant.proto.
  */
 export const file_breakpilot_tenantregistry_v1_tenant: GenFile = /*@__PURE__*/
-  fileDesc("CilicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL3RlbmFudC5wcm90bxIcYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MSLBAgoGVGVuYW50EgoKAmlkGAEgASgJEgwKBHNsdWcYAiABKAkSDAoEbmFtZRgDIAEoCRI6CgZzdGF0dXMYBCABKA4yKi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudFN0YXR1cxI2CgRwbGFuGAUgASgOMiguYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnRQbGFuEjsKCHByb2R1Y3RzGAYgAygOMikuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0Q29kZRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqgAQoMVGVuYW50U3RhdHVzEh0KGVRFTkFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIeChpURU5BTlRfU1RBVFVTX1BST1ZJU0lPTklORxABEhgKFFRFTkFOVF9TVEFUVVNfQUNUSVZFEAISGwoXVEVOQU5UX1NUQVRVU19TVVNQRU5ERUQQAxIaChZURU5BTlRfU1RBVFVTX0FSQ0hJVkVEEAQqkgEKClRlbmFudFBsYW4SGwoXVEVOQU5UX1BMQU5fVU5TUEVDSUZJRUQQABIUChBURU5BTlRfUExBTl9GUkVFEAESFwoTVEVOQU5UX1BMQU5fU1RBUlRFUhACEhwKGFRFTkFOVF9QTEFOX1BST0ZFU1NJT05BTBADEhoKFlRFTkFOVF9QTEFOX0VOVEVSUFJJU0UQBCpjCgtQcm9kdWN0Q29kZRIcChhQUk9EVUNUX0NPREVfVU5TUEVDSUZJRUQQABIZChVQUk9EVUNUX0NPREVfQ0VSVElGQUkQARIbChdQUk9EVUNUX0NPREVfQ09NUExJQU5DRRACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CilicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL3RlbmFudC5wcm90bxIcYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MSLoAwoGVGVuYW50EgoKAmlkGAEgASgJEgwKBHNsdWcYAiABKAkSDAoEbmFtZRgDIAEoCRI6CgZzdGF0dXMYBCABKA4yKi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudFN0YXR1cxI2CgRwbGFuGAUgASgOMiguYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnRQbGFuEjsKCHByb2R1Y3RzGAYgAygOMikuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0Q29kZRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJECghtZXRhZGF0YRgJIAMoCzIyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50Lk1ldGFkYXRhRW50cnkSEwoLZXh0ZXJuYWxfaWQYCiABKAkSGQoRc3VzcGVuc2lvbl9yZWFzb24YCyABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKqABCgxUZW5hbnRTdGF0dXMSHQoZVEVOQU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEh4KGlRFTkFOVF9TVEFUVVNfUFJPVklTSU9OSU5HEAESGAoUVEVOQU5UX1NUQVRVU19BQ1RJVkUQAhIbChdURU5BTlRfU1RBVFVTX1NVU1BFTkRFRBADEhoKFlRFTkFOVF9TVEFUVVNfQVJDSElWRUQQBCqSAQoKVGVuYW50UGxhbhIbChdURU5BTlRfUExBTl9VTlNQRUNJRklFRBAAEhQKEFRFTkFOVF9QTEFOX0ZSRUUQARIXChNURU5BTlRfUExBTl9TVEFSVEVSEAISHAoYVEVOQU5UX1BMQU5fUFJPRkVTU0lPTkFMEAMSGgoWVEVOQU5UX1BMQU5fRU5URVJQUklTRRAEKmMKC1Byb2R1Y3RDb2RlEhwKGFBST0RVQ1RfQ09ERV9VTlNQRUNJRklFRBAAEhkKFVBST0RVQ1RfQ09ERV9DRVJUSUZBSRABEhsKF1BST0RVQ1RfQ09ERV9DT01QTElBTkNFEAJiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * An organisation using the platform.
@@ -35,6 +35,8 @@ export type Tenant = Message<"breakpilot.tenantregistry.v1.Tenant"> & {
   slug: string;
 
   /**
+   * Display name, 1-200 characters.
+   *
    * @generated from field: string name = 3;
    */
   name: string;
@@ -50,7 +52,7 @@ export type Tenant = Message<"breakpilot.tenantregistry.v1.Tenant"> & {
   plan: TenantPlan;
 
   /**
-   * Products currently granted to the tenant, in a stable order.
+   * Products currently granted (unexpired), in a stable order.
    *
    * @generated from field: repeated breakpilot.tenantregistry.v1.ProductCode products = 6;
    */
@@ -65,6 +67,27 @@ export type Tenant = Message<"breakpilot.tenantregistry.v1.Tenant"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 8;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Free-form labels for the caller's own use: at most 64 keys of [a-zA-Z0-9_.-], values up to 1024 characters.
+   *
+   * @generated from field: map<string, string> metadata = 9;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * The caller's own id for this tenant (e.g. a CRM account id), unique when set.
+   *
+   * @generated from field: string external_id = 10;
+   */
+  externalId: string;
+
+  /**
+   * Why the tenant is suspended; empty unless status is SUSPENDED.
+   *
+   * @generated from field: string suspension_reason = 11;
+   */
+  suspensionReason: string;
 };
 
 /**

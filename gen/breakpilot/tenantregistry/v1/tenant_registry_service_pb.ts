@@ -4,16 +4,105 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Tenant } from "./tenant_pb.js";
+import type { ApiKey, VerifyApiKeyCode } from "./api_key_pb.js";
+import { file_breakpilot_tenantregistry_v1_api_key } from "./api_key_pb.js";
+import type { AuditEvent, AuditEventInput } from "./audit_pb.js";
+import { file_breakpilot_tenantregistry_v1_audit } from "./audit_pb.js";
+import type { EntitlementReason, ProductGrant } from "./entitlement_pb.js";
+import { file_breakpilot_tenantregistry_v1_entitlement } from "./entitlement_pb.js";
+import type { IdpConfig } from "./idp_pb.js";
+import { file_breakpilot_tenantregistry_v1_idp } from "./idp_pb.js";
+import type { Project } from "./project_pb.js";
+import { file_breakpilot_tenantregistry_v1_project } from "./project_pb.js";
+import type { ProductCode, Tenant, TenantPlan, TenantStatus } from "./tenant_pb.js";
 import { file_breakpilot_tenantregistry_v1_tenant } from "./tenant_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file breakpilot/tenantregistry/v1/tenant_registry_service.proto.
  */
 export const file_breakpilot_tenantregistry_v1_tenant_registry_service: GenFile = /*@__PURE__*/
-  fileDesc("CjpicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL3RlbmFudF9yZWdpc3RyeV9zZXJ2aWNlLnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIh4KEEdldFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiSQoRR2V0VGVuYW50UmVzcG9uc2USNAoGdGVuYW50GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnQiJgoWR2V0VGVuYW50QnlTbHVnUmVxdWVzdBIMCgRzbHVnGAEgASgJIk8KF0dldFRlbmFudEJ5U2x1Z1Jlc3BvbnNlEjQKBnRlbmFudBgBIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50MtsCChVUZW5hbnRSZWdpc3RyeVNlcnZpY2USkQEKCUdldFRlbmFudBIuLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0VGVuYW50UmVxdWVzdBovLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0VGVuYW50UmVzcG9uc2UiI5ACAYLT5JMCGmIGdGVuYW50EhAvdjEvdGVuYW50cy97aWR9Eq0BCg9HZXRUZW5hbnRCeVNsdWcSNC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdldFRlbmFudEJ5U2x1Z1JlcXVlc3QaNS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdldFRlbmFudEJ5U2x1Z1Jlc3BvbnNlIi2QAgGC0+STAiRiBnRlbmFudBIaL3YxL3RlbmFudHMvYnktc2x1Zy97c2x1Z31iBnByb3RvMw", [file_breakpilot_tenantregistry_v1_tenant, file_google_api_annotations]);
+  fileDesc("CjpicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL3RlbmFudF9yZWdpc3RyeV9zZXJ2aWNlLnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIu4CChNDcmVhdGVUZW5hbnRSZXF1ZXN0EgwKBHNsdWcYASABKAkSDAoEbmFtZRgCIAEoCRI2CgRwbGFuGAMgASgOMiguYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnRQbGFuEjsKCHByb2R1Y3RzGAQgAygOMikuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0Q29kZRJRCghtZXRhZGF0YRgFIAMoCzI/LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlVGVuYW50UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhMKC2V4dGVybmFsX2lkGAYgASgJEhQKDHByb3Zpc2lvbmluZxgHIAEoCBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkwKFENyZWF0ZVRlbmFudFJlc3BvbnNlEjQKBnRlbmFudBgBIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50Ih4KEEdldFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiSQoRR2V0VGVuYW50UmVzcG9uc2USNAoGdGVuYW50GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnQiJgoWR2V0VGVuYW50QnlTbHVnUmVxdWVzdBIMCgRzbHVnGAEgASgJIk8KF0dldFRlbmFudEJ5U2x1Z1Jlc3BvbnNlEjQKBnRlbmFudBgBIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50IvoBChJMaXN0VGVuYW50c1JlcXVlc3QSOgoGc3RhdHVzGAEgASgOMiouYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnRTdGF0dXMSNgoEcGxhbhgCIAEoDjIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50UGxhbhI6Cgdwcm9kdWN0GAMgASgOMikuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0Q29kZRINCgVxdWVyeRgEIAEoCRIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJlChNMaXN0VGVuYW50c1Jlc3BvbnNlEjUKB3RlbmFudHMYASADKAsyJC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifAoTVXBkYXRlVGVuYW50UmVxdWVzdBI0CgZ0ZW5hbnQYASABKAsyJC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siTAoUVXBkYXRlVGVuYW50UmVzcG9uc2USNAoGdGVuYW50GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnQiMgoUU3VzcGVuZFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIk0KFVN1c3BlbmRUZW5hbnRSZXNwb25zZRI0CgZ0ZW5hbnQYASABKAsyJC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudCIlChdSZWFjdGl2YXRlVGVuYW50UmVxdWVzdBIKCgJpZBgBIAEoCSJQChhSZWFjdGl2YXRlVGVuYW50UmVzcG9uc2USNAoGdGVuYW50GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnQiIgoUQXJjaGl2ZVRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiTQoVQXJjaGl2ZVRlbmFudFJlc3BvbnNlEjQKBnRlbmFudBgBIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50IiEKE0RlbGV0ZVRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiFgoURGVsZXRlVGVuYW50UmVzcG9uc2UiWgoUQ3JlYXRlUHJvamVjdFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCSJPChVDcmVhdGVQcm9qZWN0UmVzcG9uc2USNgoHcHJvamVjdBgBIAEoCzIlLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUHJvamVjdCIyChFHZXRQcm9qZWN0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSCgoCaWQYAiABKAkiTAoSR2V0UHJvamVjdFJlc3BvbnNlEjYKB3Byb2plY3QYASABKAsyJS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2plY3QiTwoTTGlzdFByb2plY3RzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiaAoUTGlzdFByb2plY3RzUmVzcG9uc2USNwoIcHJvamVjdHMYASADKAsyJS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2plY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIn8KFFVwZGF0ZVByb2plY3RSZXF1ZXN0EjYKB3Byb2plY3QYASABKAsyJS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2plY3QSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIk8KFVVwZGF0ZVByb2plY3RSZXNwb25zZRI2Cgdwcm9qZWN0GAEgASgLMiUuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9qZWN0IjUKFERlbGV0ZVByb2plY3RSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSIXChVEZWxldGVQcm9qZWN0UmVzcG9uc2UikgIKE0dyYW50UHJvZHVjdFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEjoKB3Byb2R1Y3QYAiABKA4yKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3RDb2RlEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEk0KBmxpbWl0cxgEIAMoCzI9LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR3JhbnRQcm9kdWN0UmVxdWVzdC5MaW1pdHNFbnRyeRotCgtMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIlEKFEdyYW50UHJvZHVjdFJlc3BvbnNlEjkKBWdyYW50GAEgASgLMiouYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0R3JhbnQiZQoUUmV2b2tlUHJvZHVjdFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEjoKB3Byb2R1Y3QYAiABKA4yKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3RDb2RlIhcKFVJldm9rZVByb2R1Y3RSZXNwb25zZSIuChlMaXN0VGVuYW50UHJvZHVjdHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJYChpMaXN0VGVuYW50UHJvZHVjdHNSZXNwb25zZRI6CgZncmFudHMYASADKAsyKi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3RHcmFudCJlChdDaGVja0VudGl0bGVtZW50UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSOgoHcHJvZHVjdBgCIAEoDjIpLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdENvZGUirgMKGENoZWNrRW50aXRsZW1lbnRSZXNwb25zZRIQCghlbnRpdGxlZBgBIAEoCBI/CgZyZWFzb24YAiABKA4yLy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50UmVhc29uEkEKDXRlbmFudF9zdGF0dXMYAyABKA4yKi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlRlbmFudFN0YXR1cxI2CgRwbGFuGAQgASgOMiguYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnRQbGFuElIKBmxpbWl0cxgFIAMoCzJCLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlLkxpbWl0c0VudHJ5Ei4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXRlbmFudF9pZBgHIAEoCRotCgtMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBImUKE1NldElkcENvbmZpZ1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEjsKCmlkcF9jb25maWcYAiABKAsyJy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLklkcENvbmZpZyJTChRTZXRJZHBDb25maWdSZXNwb25zZRI7CgppZHBfY29uZmlnGAEgASgLMicuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5JZHBDb25maWciKAoTR2V0SWRwQ29uZmlnUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiUwoUR2V0SWRwQ29uZmlnUmVzcG9uc2USOwoKaWRwX2NvbmZpZxgBIAEoCzInLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuSWRwQ29uZmlnIisKFkRlbGV0ZUlkcENvbmZpZ1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJIhkKF0RlbGV0ZUlkcENvbmZpZ1Jlc3BvbnNlIiIKEVJlc29sdmVJZHBSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIocBChJSZXNvbHZlSWRwUmVzcG9uc2USNAoGdGVuYW50GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5UZW5hbnQSOwoKaWRwX2NvbmZpZxgCIAEoCzInLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuSWRwQ29uZmlnIqMBChNDcmVhdGVBcGlLZXlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCnByb2plY3RfaWQYAyABKAkSDgoGc2NvcGVzGAQgAygJEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCSJ4ChRDcmVhdGVBcGlLZXlSZXNwb25zZRI1CgdhcGlfa2V5GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJEhkKEWlkZW1wb3RlbnRfcmVwbGF5GAMgASgIImcKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImYKE0xpc3RBcGlLZXlzUmVzcG9uc2USNgoIYXBpX2tleXMYASADKAsyJC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSJKChFHZXRBcGlLZXlSZXNwb25zZRI1CgdhcGlfa2V5GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSJNChRSZXZva2VBcGlLZXlSZXNwb25zZRI1CgdhcGlfa2V5GAEgASgLMiQuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiUgoTUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iXQoUUm90YXRlQXBpS2V5UmVzcG9uc2USNQoHYXBpX2tleRgBIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5Eg4KBnNlY3JldBgCIAEoCSJ3ChNWZXJpZnlBcGlLZXlSZXF1ZXN0EgsKA2tleRgBIAEoCRIXCg9yZXF1aXJlZF9zY29wZXMYAiADKAkSOgoHcHJvZHVjdBgDIAEoDjIpLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdENvZGUi/QEKFFZlcmlmeUFwaUtleVJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEjwKBGNvZGUYAiABKA4yLi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlZlcmlmeUFwaUtleUNvZGUSDgoGa2V5X2lkGAMgASgJEjQKBnRlbmFudBgEIAEoCzIkLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVGVuYW50EhIKCnByb2plY3RfaWQYBSABKAkSDgoGc2NvcGVzGAYgAygJEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlkKGFJlY29yZEF1ZGl0RXZlbnRzUmVxdWVzdBI9CgZldmVudHMYASADKAsyLS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnRJbnB1dCJBChlSZWNvcmRBdWRpdEV2ZW50c1Jlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFEhIKCmR1cGxpY2F0ZXMYAiABKAUisAIKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRIMCgRjcnVkGAMgASgJEhAKCGFjdG9yX2lkGAQgASgJEhEKCXRhcmdldF9pZBgFIAEoCRITCgt0YXJnZXRfdHlwZRgGIAEoCRIuCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKaXNfZmFpbHVyZRgJIAEoCEgAiAEBEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJQg0KC19pc19mYWlsdXJlImwKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEjgKBmV2ZW50cxgBIAMoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiwIKGEV4cG9ydEF1ZGl0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDgoGYWN0aW9uGAIgASgJEgwKBGNydWQYAyABKAkSEAoIYWN0b3JfaWQYBCABKAkSEQoJdGFyZ2V0X2lkGAUgASgJEhMKC3RhcmdldF90eXBlGAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCgppc19mYWlsdXJlGAkgASgISACIAQFCDQoLX2lzX2ZhaWx1cmUiVAoZRXhwb3J0QXVkaXRFdmVudHNSZXNwb25zZRI3CgVldmVudBgBIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudDLJKAoVVGVuYW50UmVnaXN0cnlTZXJ2aWNlEpUBCgxDcmVhdGVUZW5hbnQSMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZVRlbmFudFJlc3BvbnNlIh6C0+STAhg6ASpiBnRlbmFudCILL3YxL3RlbmFudHMSkQEKCUdldFRlbmFudBIuLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0VGVuYW50UmVxdWVzdBovLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0VGVuYW50UmVzcG9uc2UiI5ACAYLT5JMCGmIGdGVuYW50EhAvdjEvdGVuYW50cy97aWR9Eq0BCg9HZXRUZW5hbnRCeVNsdWcSNC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdldFRlbmFudEJ5U2x1Z1JlcXVlc3QaNS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdldFRlbmFudEJ5U2x1Z1Jlc3BvbnNlIi2QAgGC0+STAiRiBnRlbmFudBIaL3YxL3RlbmFudHMvYnktc2x1Zy97c2x1Z30SigEKC0xpc3RUZW5hbnRzEjAuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5MaXN0VGVuYW50c1JlcXVlc3QaMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RUZW5hbnRzUmVzcG9uc2UiFpACAYLT5JMCDRILL3YxL3RlbmFudHMSpgEKDFVwZGF0ZVRlbmFudBIxLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVXBkYXRlVGVuYW50UmVxdWVzdBoyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVXBkYXRlVGVuYW50UmVzcG9uc2UiL4LT5JMCKToGdGVuYW50YgZ0ZW5hbnQyFy92MS90ZW5hbnRzL3t0ZW5hbnQuaWR9EqUBCg1TdXNwZW5kVGVuYW50EjIuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5TdXNwZW5kVGVuYW50UmVxdWVzdBozLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuU3VzcGVuZFRlbmFudFJlc3BvbnNlIiuC0+STAiU6ASpiBnRlbmFudCIYL3YxL3RlbmFudHMve2lkfTpzdXNwZW5kErEBChBSZWFjdGl2YXRlVGVuYW50EjUuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5SZWFjdGl2YXRlVGVuYW50UmVxdWVzdBo2LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUmVhY3RpdmF0ZVRlbmFudFJlc3BvbnNlIi6C0+STAig6ASpiBnRlbmFudCIbL3YxL3RlbmFudHMve2lkfTpyZWFjdGl2YXRlEqUBCg1BcmNoaXZlVGVuYW50EjIuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5BcmNoaXZlVGVuYW50UmVxdWVzdBozLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXJjaGl2ZVRlbmFudFJlc3BvbnNlIiuC0+STAiU6ASpiBnRlbmFudCIYL3YxL3RlbmFudHMve2lkfTphcmNoaXZlEo8BCgxEZWxldGVUZW5hbnQSMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkRlbGV0ZVRlbmFudFJlcXVlc3QaMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkRlbGV0ZVRlbmFudFJlc3BvbnNlIhiC0+STAhIqEC92MS90ZW5hbnRzL3tpZH0SrgEKDUNyZWF0ZVByb2plY3QSMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZVByb2plY3RSZXF1ZXN0GjMuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5DcmVhdGVQcm9qZWN0UmVzcG9uc2UiNILT5JMCLjoBKmIHcHJvamVjdCIgL3YxL3RlbmFudHMve3RlbmFudF9pZH0vcHJvamVjdHMSqgEKCkdldFByb2plY3QSLy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdldFByb2plY3RSZXF1ZXN0GjAuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5HZXRQcm9qZWN0UmVzcG9uc2UiOZACAYLT5JMCMGIHcHJvamVjdBIlL3YxL3RlbmFudHMve3RlbmFudF9pZH0vcHJvamVjdHMve2lkfRKiAQoMTGlzdFByb2plY3RzEjEuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5MaXN0UHJvamVjdHNSZXF1ZXN0GjIuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIrkAIBgtPkkwIiEiAvdjEvdGVuYW50cy97dGVuYW50X2lkfS9wcm9qZWN0cxLJAQoNVXBkYXRlUHJvamVjdBIyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuVXBkYXRlUHJvamVjdFJlcXVlc3QaMy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlVwZGF0ZVByb2plY3RSZXNwb25zZSJPgtPkkwJJOgdwcm9qZWN0Ygdwcm9qZWN0MjUvdjEvdGVuYW50cy97cHJvamVjdC50ZW5hbnRfaWR9L3Byb2plY3RzL3twcm9qZWN0LmlkfRKnAQoNRGVsZXRlUHJvamVjdBIyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuRGVsZXRlUHJvamVjdFJlcXVlc3QaMy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkRlbGV0ZVByb2plY3RSZXNwb25zZSItgtPkkwInKiUvdjEvdGVuYW50cy97dGVuYW50X2lkfS9wcm9qZWN0cy97aWR9ErMBCgxHcmFudFByb2R1Y3QSMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdyYW50UHJvZHVjdFJlcXVlc3QaMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkdyYW50UHJvZHVjdFJlc3BvbnNlIjyC0+STAjY6ASpiBWdyYW50GiovdjEvdGVuYW50cy97dGVuYW50X2lkfS9wcm9kdWN0cy97cHJvZHVjdH0SrAEKDVJldm9rZVByb2R1Y3QSMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZVByb2R1Y3RSZXF1ZXN0GjMuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5SZXZva2VQcm9kdWN0UmVzcG9uc2UiMoLT5JMCLCoqL3YxL3RlbmFudHMve3RlbmFudF9pZH0vcHJvZHVjdHMve3Byb2R1Y3R9ErQBChJMaXN0VGVuYW50UHJvZHVjdHMSNy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RUZW5hbnRQcm9kdWN0c1JlcXVlc3QaOC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RUZW5hbnRQcm9kdWN0c1Jlc3BvbnNlIiuQAgGC0+STAiISIC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L3Byb2R1Y3RzEqQBChBDaGVja0VudGl0bGVtZW50EjUuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5DaGVja0VudGl0bGVtZW50UmVxdWVzdBo2LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlIiGQAgGC0+STAhgSFi92MS9lbnRpdGxlbWVudHM6Y2hlY2sSuQEKDFNldElkcENvbmZpZxIxLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuU2V0SWRwQ29uZmlnUmVxdWVzdBoyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuU2V0SWRwQ29uZmlnUmVzcG9uc2UiQoLT5JMCPDoKaWRwX2NvbmZpZ2IKaWRwX2NvbmZpZxoiL3YxL3RlbmFudHMve3RlbmFudF9pZH0vaWRwLWNvbmZpZxKwAQoMR2V0SWRwQ29uZmlnEjEuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5HZXRJZHBDb25maWdSZXF1ZXN0GjIuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5HZXRJZHBDb25maWdSZXNwb25zZSI5kAIBgtPkkwIwYgppZHBfY29uZmlnEiIvdjEvdGVuYW50cy97dGVuYW50X2lkfS9pZHAtY29uZmlnEqoBCg9EZWxldGVJZHBDb25maWcSNC5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkRlbGV0ZUlkcENvbmZpZ1JlcXVlc3QaNS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkRlbGV0ZUlkcENvbmZpZ1Jlc3BvbnNlIiqC0+STAiQqIi92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L2lkcC1jb25maWcSkwEKClJlc29sdmVJZHASLy5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlJlc29sdmVJZHBSZXF1ZXN0GjAuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5SZXNvbHZlSWRwUmVzcG9uc2UiIpACAYLT5JMCGRIXL3YxL2lkcC1jb25maWdzOnJlc29sdmUSogEKDENyZWF0ZUFwaUtleRIxLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL3RlbmFudHMve3RlbmFudF9pZH0vYXBpLWtleXMSnwEKC0xpc3RBcGlLZXlzEjAuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXBpS2V5c1JlcXVlc3QaMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RBcGlLZXlzUmVzcG9uc2UiK5ACAYLT5JMCIhIgL3YxL3RlbmFudHMve3RlbmFudF9pZH0vYXBpLWtleXMSkwEKCUdldEFwaUtleRIuLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0QXBpS2V5UmVxdWVzdBovLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuR2V0QXBpS2V5UmVzcG9uc2UiJZACAYLT5JMCHGIHYXBpX2tleRIRL3YxL2FwaS1rZXlzL3tpZH0SowEKDFJldm9rZUFwaUtleRIxLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBoyLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2UiLILT5JMCJjoBKmIHYXBpX2tleSIYL3YxL2FwaS1rZXlzL3tpZH06cmV2b2tlEpoBCgxSb3RhdGVBcGlLZXkSMS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlJvdGF0ZUFwaUtleVJlcXVlc3QaMi5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLlJvdGF0ZUFwaUtleVJlc3BvbnNlIiOC0+STAh06ASoiGC92MS9hcGkta2V5cy97aWR9OnJvdGF0ZRKVAQoMVmVyaWZ5QXBpS2V5EjEuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBcGlLZXlSZXF1ZXN0GjIuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBcGlLZXlSZXNwb25zZSIegtPkkwIYOgEqIhMvdjEvYXBpLWtleXM6dmVyaWZ5EqEBChFSZWNvcmRBdWRpdEV2ZW50cxI2LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0GjcuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5SZWNvcmRBdWRpdEV2ZW50c1Jlc3BvbnNlIhuC0+STAhU6ASoiEC92MS9hdWRpdC9ldmVudHMSrwEKD0xpc3RBdWRpdEV2ZW50cxI0LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBo1LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2UiL5ACAYLT5JMCJhIkL3YxL3RlbmFudHMve3RlbmFudF9pZH0vYXVkaXQvZXZlbnRzEosBChFFeHBvcnRBdWRpdEV2ZW50cxI2LmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuRXhwb3J0QXVkaXRFdmVudHNSZXF1ZXN0GjcuYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgEwAWIGcHJvdG8z", [file_breakpilot_tenantregistry_v1_api_key, file_breakpilot_tenantregistry_v1_audit, file_breakpilot_tenantregistry_v1_entitlement, file_breakpilot_tenantregistry_v1_idp, file_breakpilot_tenantregistry_v1_project, file_breakpilot_tenantregistry_v1_tenant, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateTenantRequest
+ */
+export type CreateTenantRequest = Message<"breakpilot.tenantregistry.v1.CreateTenantRequest"> & {
+  /**
+   * @generated from field: string slug = 1;
+   */
+  slug: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Defaults to FREE.
+   *
+   * @generated from field: breakpilot.tenantregistry.v1.TenantPlan plan = 3;
+   */
+  plan: TenantPlan;
+
+  /**
+   * Products granted from the start (no expiry, no limits).
+   *
+   * @generated from field: repeated breakpilot.tenantregistry.v1.ProductCode products = 4;
+   */
+  products: ProductCode[];
+
+  /**
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * @generated from field: string external_id = 6;
+   */
+  externalId: string;
+
+  /**
+   * Start in PROVISIONING instead of ACTIVE; ReactivateTenant activates it.
+   *
+   * @generated from field: bool provisioning = 7;
+   */
+  provisioning: boolean;
+
+  /**
+   * A retry with the same key returns the first result and never creates a duplicate.
+   *
+   * @generated from field: string idempotency_key = 8;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateTenantRequest.
+ * Use `create(CreateTenantRequestSchema)` to create a new message.
+ */
+export const CreateTenantRequestSchema: GenMessage<CreateTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 0);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateTenantResponse
+ */
+export type CreateTenantResponse = Message<"breakpilot.tenantregistry.v1.CreateTenantResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateTenantResponse.
+ * Use `create(CreateTenantResponseSchema)` to create a new message.
+ */
+export const CreateTenantResponseSchema: GenMessage<CreateTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 1);
 
 /**
  * @generated from message breakpilot.tenantregistry.v1.GetTenantRequest
@@ -30,7 +119,7 @@ export type GetTenantRequest = Message<"breakpilot.tenantregistry.v1.GetTenantRe
  * Use `create(GetTenantRequestSchema)` to create a new message.
  */
 export const GetTenantRequestSchema: GenMessage<GetTenantRequest> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 0);
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 2);
 
 /**
  * @generated from message breakpilot.tenantregistry.v1.GetTenantResponse
@@ -47,7 +136,7 @@ export type GetTenantResponse = Message<"breakpilot.tenantregistry.v1.GetTenantR
  * Use `create(GetTenantResponseSchema)` to create a new message.
  */
 export const GetTenantResponseSchema: GenMessage<GetTenantResponse> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 1);
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 3);
 
 /**
  * @generated from message breakpilot.tenantregistry.v1.GetTenantBySlugRequest
@@ -64,7 +153,7 @@ export type GetTenantBySlugRequest = Message<"breakpilot.tenantregistry.v1.GetTe
  * Use `create(GetTenantBySlugRequestSchema)` to create a new message.
  */
 export const GetTenantBySlugRequestSchema: GenMessage<GetTenantBySlugRequest> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 2);
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 4);
 
 /**
  * @generated from message breakpilot.tenantregistry.v1.GetTenantBySlugResponse
@@ -81,14 +170,1359 @@ export type GetTenantBySlugResponse = Message<"breakpilot.tenantregistry.v1.GetT
  * Use `create(GetTenantBySlugResponseSchema)` to create a new message.
  */
 export const GetTenantBySlugResponseSchema: GenMessage<GetTenantBySlugResponse> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 3);
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 5);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListTenantsRequest
+ */
+export type ListTenantsRequest = Message<"breakpilot.tenantregistry.v1.ListTenantsRequest"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.TenantStatus status = 1;
+   */
+  status: TenantStatus;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.TenantPlan plan = 2;
+   */
+  plan: TenantPlan;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ProductCode product = 3;
+   */
+  product: ProductCode;
+
+  /**
+   * Case-insensitive substring of the slug or name.
+   *
+   * @generated from field: string query = 4;
+   */
+  query: string;
+
+  /**
+   * Default 50, at most 500.
+   *
+   * @generated from field: int32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListTenantsRequest.
+ * Use `create(ListTenantsRequestSchema)` to create a new message.
+ */
+export const ListTenantsRequestSchema: GenMessage<ListTenantsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 6);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListTenantsResponse
+ */
+export type ListTenantsResponse = Message<"breakpilot.tenantregistry.v1.ListTenantsResponse"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.Tenant tenants = 1;
+   */
+  tenants: Tenant[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListTenantsResponse.
+ * Use `create(ListTenantsResponseSchema)` to create a new message.
+ */
+export const ListTenantsResponseSchema: GenMessage<ListTenantsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 7);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.UpdateTenantRequest
+ */
+export type UpdateTenantRequest = Message<"breakpilot.tenantregistry.v1.UpdateTenantRequest"> & {
+  /**
+   * id plus the fields named in update_mask.
+   *
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+
+  /**
+   * Any of name, plan, metadata, external_id. Over REST, defaults to the fields in the body.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.UpdateTenantRequest.
+ * Use `create(UpdateTenantRequestSchema)` to create a new message.
+ */
+export const UpdateTenantRequestSchema: GenMessage<UpdateTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 8);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.UpdateTenantResponse
+ */
+export type UpdateTenantResponse = Message<"breakpilot.tenantregistry.v1.UpdateTenantResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.UpdateTenantResponse.
+ * Use `create(UpdateTenantResponseSchema)` to create a new message.
+ */
+export const UpdateTenantResponseSchema: GenMessage<UpdateTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 9);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.SuspendTenantRequest
+ */
+export type SuspendTenantRequest = Message<"breakpilot.tenantregistry.v1.SuspendTenantRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.SuspendTenantRequest.
+ * Use `create(SuspendTenantRequestSchema)` to create a new message.
+ */
+export const SuspendTenantRequestSchema: GenMessage<SuspendTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 10);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.SuspendTenantResponse
+ */
+export type SuspendTenantResponse = Message<"breakpilot.tenantregistry.v1.SuspendTenantResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.SuspendTenantResponse.
+ * Use `create(SuspendTenantResponseSchema)` to create a new message.
+ */
+export const SuspendTenantResponseSchema: GenMessage<SuspendTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 11);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ReactivateTenantRequest
+ */
+export type ReactivateTenantRequest = Message<"breakpilot.tenantregistry.v1.ReactivateTenantRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ReactivateTenantRequest.
+ * Use `create(ReactivateTenantRequestSchema)` to create a new message.
+ */
+export const ReactivateTenantRequestSchema: GenMessage<ReactivateTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 12);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ReactivateTenantResponse
+ */
+export type ReactivateTenantResponse = Message<"breakpilot.tenantregistry.v1.ReactivateTenantResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ReactivateTenantResponse.
+ * Use `create(ReactivateTenantResponseSchema)` to create a new message.
+ */
+export const ReactivateTenantResponseSchema: GenMessage<ReactivateTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 13);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ArchiveTenantRequest
+ */
+export type ArchiveTenantRequest = Message<"breakpilot.tenantregistry.v1.ArchiveTenantRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ArchiveTenantRequest.
+ * Use `create(ArchiveTenantRequestSchema)` to create a new message.
+ */
+export const ArchiveTenantRequestSchema: GenMessage<ArchiveTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 14);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ArchiveTenantResponse
+ */
+export type ArchiveTenantResponse = Message<"breakpilot.tenantregistry.v1.ArchiveTenantResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ArchiveTenantResponse.
+ * Use `create(ArchiveTenantResponseSchema)` to create a new message.
+ */
+export const ArchiveTenantResponseSchema: GenMessage<ArchiveTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 15);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteTenantRequest
+ */
+export type DeleteTenantRequest = Message<"breakpilot.tenantregistry.v1.DeleteTenantRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteTenantRequest.
+ * Use `create(DeleteTenantRequestSchema)` to create a new message.
+ */
+export const DeleteTenantRequestSchema: GenMessage<DeleteTenantRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 16);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteTenantResponse
+ */
+export type DeleteTenantResponse = Message<"breakpilot.tenantregistry.v1.DeleteTenantResponse"> & {
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteTenantResponse.
+ * Use `create(DeleteTenantResponseSchema)` to create a new message.
+ */
+export const DeleteTenantResponseSchema: GenMessage<DeleteTenantResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 17);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateProjectRequest
+ */
+export type CreateProjectRequest = Message<"breakpilot.tenantregistry.v1.CreateProjectRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string slug = 2;
+   */
+  slug: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string description = 4;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateProjectRequest.
+ * Use `create(CreateProjectRequestSchema)` to create a new message.
+ */
+export const CreateProjectRequestSchema: GenMessage<CreateProjectRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 18);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateProjectResponse
+ */
+export type CreateProjectResponse = Message<"breakpilot.tenantregistry.v1.CreateProjectResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateProjectResponse.
+ * Use `create(CreateProjectResponseSchema)` to create a new message.
+ */
+export const CreateProjectResponseSchema: GenMessage<CreateProjectResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 19);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetProjectRequest
+ */
+export type GetProjectRequest = Message<"breakpilot.tenantregistry.v1.GetProjectRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetProjectRequest.
+ * Use `create(GetProjectRequestSchema)` to create a new message.
+ */
+export const GetProjectRequestSchema: GenMessage<GetProjectRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 20);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetProjectResponse
+ */
+export type GetProjectResponse = Message<"breakpilot.tenantregistry.v1.GetProjectResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetProjectResponse.
+ * Use `create(GetProjectResponseSchema)` to create a new message.
+ */
+export const GetProjectResponseSchema: GenMessage<GetProjectResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 21);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListProjectsRequest
+ */
+export type ListProjectsRequest = Message<"breakpilot.tenantregistry.v1.ListProjectsRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListProjectsRequest.
+ * Use `create(ListProjectsRequestSchema)` to create a new message.
+ */
+export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 22);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListProjectsResponse
+ */
+export type ListProjectsResponse = Message<"breakpilot.tenantregistry.v1.ListProjectsResponse"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.Project projects = 1;
+   */
+  projects: Project[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListProjectsResponse.
+ * Use `create(ListProjectsResponseSchema)` to create a new message.
+ */
+export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 23);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.UpdateProjectRequest
+ */
+export type UpdateProjectRequest = Message<"breakpilot.tenantregistry.v1.UpdateProjectRequest"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+
+  /**
+   * Any of name, description. Over REST, defaults to the fields in the body.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.UpdateProjectRequest.
+ * Use `create(UpdateProjectRequestSchema)` to create a new message.
+ */
+export const UpdateProjectRequestSchema: GenMessage<UpdateProjectRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 24);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.UpdateProjectResponse
+ */
+export type UpdateProjectResponse = Message<"breakpilot.tenantregistry.v1.UpdateProjectResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.UpdateProjectResponse.
+ * Use `create(UpdateProjectResponseSchema)` to create a new message.
+ */
+export const UpdateProjectResponseSchema: GenMessage<UpdateProjectResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 25);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteProjectRequest
+ */
+export type DeleteProjectRequest = Message<"breakpilot.tenantregistry.v1.DeleteProjectRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteProjectRequest.
+ * Use `create(DeleteProjectRequestSchema)` to create a new message.
+ */
+export const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 26);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteProjectResponse
+ */
+export type DeleteProjectResponse = Message<"breakpilot.tenantregistry.v1.DeleteProjectResponse"> & {
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteProjectResponse.
+ * Use `create(DeleteProjectResponseSchema)` to create a new message.
+ */
+export const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 27);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GrantProductRequest
+ */
+export type GrantProductRequest = Message<"breakpilot.tenantregistry.v1.GrantProductRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ProductCode product = 2;
+   */
+  product: ProductCode;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: map<string, int64> limits = 4;
+   */
+  limits: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GrantProductRequest.
+ * Use `create(GrantProductRequestSchema)` to create a new message.
+ */
+export const GrantProductRequestSchema: GenMessage<GrantProductRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 28);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GrantProductResponse
+ */
+export type GrantProductResponse = Message<"breakpilot.tenantregistry.v1.GrantProductResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ProductGrant grant = 1;
+   */
+  grant?: ProductGrant | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GrantProductResponse.
+ * Use `create(GrantProductResponseSchema)` to create a new message.
+ */
+export const GrantProductResponseSchema: GenMessage<GrantProductResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 29);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RevokeProductRequest
+ */
+export type RevokeProductRequest = Message<"breakpilot.tenantregistry.v1.RevokeProductRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ProductCode product = 2;
+   */
+  product: ProductCode;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RevokeProductRequest.
+ * Use `create(RevokeProductRequestSchema)` to create a new message.
+ */
+export const RevokeProductRequestSchema: GenMessage<RevokeProductRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 30);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RevokeProductResponse
+ */
+export type RevokeProductResponse = Message<"breakpilot.tenantregistry.v1.RevokeProductResponse"> & {
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RevokeProductResponse.
+ * Use `create(RevokeProductResponseSchema)` to create a new message.
+ */
+export const RevokeProductResponseSchema: GenMessage<RevokeProductResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 31);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListTenantProductsRequest
+ */
+export type ListTenantProductsRequest = Message<"breakpilot.tenantregistry.v1.ListTenantProductsRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListTenantProductsRequest.
+ * Use `create(ListTenantProductsRequestSchema)` to create a new message.
+ */
+export const ListTenantProductsRequestSchema: GenMessage<ListTenantProductsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 32);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListTenantProductsResponse
+ */
+export type ListTenantProductsResponse = Message<"breakpilot.tenantregistry.v1.ListTenantProductsResponse"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.ProductGrant grants = 1;
+   */
+  grants: ProductGrant[];
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListTenantProductsResponse.
+ * Use `create(ListTenantProductsResponseSchema)` to create a new message.
+ */
+export const ListTenantProductsResponseSchema: GenMessage<ListTenantProductsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 33);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CheckEntitlementRequest
+ */
+export type CheckEntitlementRequest = Message<"breakpilot.tenantregistry.v1.CheckEntitlementRequest"> & {
+  /**
+   * The tenant's id or slug.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ProductCode product = 2;
+   */
+  product: ProductCode;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CheckEntitlementRequest.
+ * Use `create(CheckEntitlementRequestSchema)` to create a new message.
+ */
+export const CheckEntitlementRequestSchema: GenMessage<CheckEntitlementRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 34);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CheckEntitlementResponse
+ */
+export type CheckEntitlementResponse = Message<"breakpilot.tenantregistry.v1.CheckEntitlementResponse"> & {
+  /**
+   * @generated from field: bool entitled = 1;
+   */
+  entitled: boolean;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.EntitlementReason reason = 2;
+   */
+  reason: EntitlementReason;
+
+  /**
+   * Unset when the tenant does not exist.
+   *
+   * @generated from field: breakpilot.tenantregistry.v1.TenantStatus tenant_status = 3;
+   */
+  tenantStatus: TenantStatus;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.TenantPlan plan = 4;
+   */
+  plan: TenantPlan;
+
+  /**
+   * @generated from field: map<string, int64> limits = 5;
+   */
+  limits: { [key: string]: bigint };
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string tenant_id = 7;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CheckEntitlementResponse.
+ * Use `create(CheckEntitlementResponseSchema)` to create a new message.
+ */
+export const CheckEntitlementResponseSchema: GenMessage<CheckEntitlementResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 35);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.SetIdpConfigRequest
+ */
+export type SetIdpConfigRequest = Message<"breakpilot.tenantregistry.v1.SetIdpConfigRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.IdpConfig idp_config = 2;
+   */
+  idpConfig?: IdpConfig | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.SetIdpConfigRequest.
+ * Use `create(SetIdpConfigRequestSchema)` to create a new message.
+ */
+export const SetIdpConfigRequestSchema: GenMessage<SetIdpConfigRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 36);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.SetIdpConfigResponse
+ */
+export type SetIdpConfigResponse = Message<"breakpilot.tenantregistry.v1.SetIdpConfigResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.IdpConfig idp_config = 1;
+   */
+  idpConfig?: IdpConfig | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.SetIdpConfigResponse.
+ * Use `create(SetIdpConfigResponseSchema)` to create a new message.
+ */
+export const SetIdpConfigResponseSchema: GenMessage<SetIdpConfigResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 37);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetIdpConfigRequest
+ */
+export type GetIdpConfigRequest = Message<"breakpilot.tenantregistry.v1.GetIdpConfigRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetIdpConfigRequest.
+ * Use `create(GetIdpConfigRequestSchema)` to create a new message.
+ */
+export const GetIdpConfigRequestSchema: GenMessage<GetIdpConfigRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 38);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetIdpConfigResponse
+ */
+export type GetIdpConfigResponse = Message<"breakpilot.tenantregistry.v1.GetIdpConfigResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.IdpConfig idp_config = 1;
+   */
+  idpConfig?: IdpConfig | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetIdpConfigResponse.
+ * Use `create(GetIdpConfigResponseSchema)` to create a new message.
+ */
+export const GetIdpConfigResponseSchema: GenMessage<GetIdpConfigResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 39);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteIdpConfigRequest
+ */
+export type DeleteIdpConfigRequest = Message<"breakpilot.tenantregistry.v1.DeleteIdpConfigRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteIdpConfigRequest.
+ * Use `create(DeleteIdpConfigRequestSchema)` to create a new message.
+ */
+export const DeleteIdpConfigRequestSchema: GenMessage<DeleteIdpConfigRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 40);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.DeleteIdpConfigResponse
+ */
+export type DeleteIdpConfigResponse = Message<"breakpilot.tenantregistry.v1.DeleteIdpConfigResponse"> & {
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.DeleteIdpConfigResponse.
+ * Use `create(DeleteIdpConfigResponseSchema)` to create a new message.
+ */
+export const DeleteIdpConfigResponseSchema: GenMessage<DeleteIdpConfigResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 41);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ResolveIdpRequest
+ */
+export type ResolveIdpRequest = Message<"breakpilot.tenantregistry.v1.ResolveIdpRequest"> & {
+  /**
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ResolveIdpRequest.
+ * Use `create(ResolveIdpRequestSchema)` to create a new message.
+ */
+export const ResolveIdpRequestSchema: GenMessage<ResolveIdpRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 42);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ResolveIdpResponse
+ */
+export type ResolveIdpResponse = Message<"breakpilot.tenantregistry.v1.ResolveIdpResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.IdpConfig idp_config = 2;
+   */
+  idpConfig?: IdpConfig | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ResolveIdpResponse.
+ * Use `create(ResolveIdpResponseSchema)` to create a new message.
+ */
+export const ResolveIdpResponseSchema: GenMessage<ResolveIdpResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 43);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"breakpilot.tenantregistry.v1.CreateApiKeyRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string project_id = 3;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * A retry with the same key returns the first key's metadata and never creates
+   * a second key. The secret is not stored, so the retry's `secret` is empty.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 44);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"breakpilot.tenantregistry.v1.CreateApiKeyResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The token: shown once, never stored.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+
+  /**
+   * True when this answers a retry of an earlier request with the same idempotency_key.
+   *
+   * @generated from field: bool idempotent_replay = 3;
+   */
+  idempotentReplay: boolean;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 45);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"breakpilot.tenantregistry.v1.ListApiKeysRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Include revoked keys (default: only keys that are not revoked).
+   *
+   * @generated from field: bool include_revoked = 2;
+   */
+  includeRevoked: boolean;
+
+  /**
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 46);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"breakpilot.tenantregistry.v1.ListApiKeysResponse"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 47);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetApiKeyRequest
+ */
+export type GetApiKeyRequest = Message<"breakpilot.tenantregistry.v1.GetApiKeyRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetApiKeyRequest.
+ * Use `create(GetApiKeyRequestSchema)` to create a new message.
+ */
+export const GetApiKeyRequestSchema: GenMessage<GetApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 48);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.GetApiKeyResponse
+ */
+export type GetApiKeyResponse = Message<"breakpilot.tenantregistry.v1.GetApiKeyResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.GetApiKeyResponse.
+ * Use `create(GetApiKeyResponseSchema)` to create a new message.
+ */
+export const GetApiKeyResponseSchema: GenMessage<GetApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 49);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"breakpilot.tenantregistry.v1.RevokeApiKeyRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 50);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"breakpilot.tenantregistry.v1.RevokeApiKeyResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 51);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RotateApiKeyRequest
+ */
+export type RotateApiKeyRequest = Message<"breakpilot.tenantregistry.v1.RotateApiKeyRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * How long the previous secret keeps working; at most 30 days.
+   *
+   * @generated from field: google.protobuf.Duration grace_period = 2;
+   */
+  gracePeriod?: Duration | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RotateApiKeyRequest.
+ * Use `create(RotateApiKeyRequestSchema)` to create a new message.
+ */
+export const RotateApiKeyRequestSchema: GenMessage<RotateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 52);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RotateApiKeyResponse
+ */
+export type RotateApiKeyResponse = Message<"breakpilot.tenantregistry.v1.RotateApiKeyResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RotateApiKeyResponse.
+ * Use `create(RotateApiKeyResponseSchema)` to create a new message.
+ */
+export const RotateApiKeyResponseSchema: GenMessage<RotateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 53);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.VerifyApiKeyRequest
+ */
+export type VerifyApiKeyRequest = Message<"breakpilot.tenantregistry.v1.VerifyApiKeyRequest"> & {
+  /**
+   * The token, e.g. "trk_4fj2k9d0x1ab_...".
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Every one of these must be among the key's scopes.
+   *
+   * @generated from field: repeated string required_scopes = 2;
+   */
+  requiredScopes: string[];
+
+  /**
+   * When set, the key's tenant must be entitled to this product.
+   *
+   * @generated from field: breakpilot.tenantregistry.v1.ProductCode product = 3;
+   */
+  product: ProductCode;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.VerifyApiKeyRequest.
+ * Use `create(VerifyApiKeyRequestSchema)` to create a new message.
+ */
+export const VerifyApiKeyRequestSchema: GenMessage<VerifyApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 54);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.VerifyApiKeyResponse
+ */
+export type VerifyApiKeyResponse = Message<"breakpilot.tenantregistry.v1.VerifyApiKeyResponse"> & {
+  /**
+   * @generated from field: bool valid = 1;
+   */
+  valid: boolean;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.VerifyApiKeyCode code = 2;
+   */
+  code: VerifyApiKeyCode;
+
+  /**
+   * The fields below are set whenever the key exists and the secret matched, even when not valid.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.Tenant tenant = 4;
+   */
+  tenant?: Tenant | undefined;
+
+  /**
+   * @generated from field: string project_id = 5;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: repeated string scopes = 6;
+   */
+  scopes: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.VerifyApiKeyResponse.
+ * Use `create(VerifyApiKeyResponseSchema)` to create a new message.
+ */
+export const VerifyApiKeyResponseSchema: GenMessage<VerifyApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 55);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RecordAuditEventsRequest
+ */
+export type RecordAuditEventsRequest = Message<"breakpilot.tenantregistry.v1.RecordAuditEventsRequest"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.AuditEventInput events = 1;
+   */
+  events: AuditEventInput[];
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RecordAuditEventsRequest.
+ * Use `create(RecordAuditEventsRequestSchema)` to create a new message.
+ */
+export const RecordAuditEventsRequestSchema: GenMessage<RecordAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 56);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.RecordAuditEventsResponse
+ */
+export type RecordAuditEventsResponse = Message<"breakpilot.tenantregistry.v1.RecordAuditEventsResponse"> & {
+  /**
+   * How many events were stored, and how many were skipped as already recorded.
+   *
+   * @generated from field: int32 recorded = 1;
+   */
+  recorded: number;
+
+  /**
+   * @generated from field: int32 duplicates = 2;
+   */
+  duplicates: number;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.RecordAuditEventsResponse.
+ * Use `create(RecordAuditEventsResponseSchema)` to create a new message.
+ */
+export const RecordAuditEventsResponseSchema: GenMessage<RecordAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 57);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"breakpilot.tenantregistry.v1.ListAuditEventsRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Exact action, or a prefix ending in ".*" (e.g. "tenant.*").
+   *
+   * @generated from field: string action = 2;
+   */
+  action: string;
+
+  /**
+   * @generated from field: string crud = 3;
+   */
+  crud: string;
+
+  /**
+   * @generated from field: string actor_id = 4;
+   */
+  actorId: string;
+
+  /**
+   * @generated from field: string target_id = 5;
+   */
+  targetId: string;
+
+  /**
+   * @generated from field: string target_type = 6;
+   */
+  targetType: string;
+
+  /**
+   * Inclusive lower and exclusive upper bound on created_at.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 7;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 8;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: optional bool is_failure = 9;
+   */
+  isFailure?: boolean | undefined;
+
+  /**
+   * @generated from field: int32 page_size = 10;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 11;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 58);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"breakpilot.tenantregistry.v1.ListAuditEventsResponse"> & {
+  /**
+   * @generated from field: repeated breakpilot.tenantregistry.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 59);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ExportAuditEventsRequest
+ */
+export type ExportAuditEventsRequest = Message<"breakpilot.tenantregistry.v1.ExportAuditEventsRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string action = 2;
+   */
+  action: string;
+
+  /**
+   * @generated from field: string crud = 3;
+   */
+  crud: string;
+
+  /**
+   * @generated from field: string actor_id = 4;
+   */
+  actorId: string;
+
+  /**
+   * @generated from field: string target_id = 5;
+   */
+  targetId: string;
+
+  /**
+   * @generated from field: string target_type = 6;
+   */
+  targetType: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 7;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 8;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: optional bool is_failure = 9;
+   */
+  isFailure?: boolean | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ExportAuditEventsRequest.
+ * Use `create(ExportAuditEventsRequestSchema)` to create a new message.
+ */
+export const ExportAuditEventsRequestSchema: GenMessage<ExportAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 60);
+
+/**
+ * @generated from message breakpilot.tenantregistry.v1.ExportAuditEventsResponse
+ */
+export type ExportAuditEventsResponse = Message<"breakpilot.tenantregistry.v1.ExportAuditEventsResponse"> & {
+  /**
+   * @generated from field: breakpilot.tenantregistry.v1.AuditEvent event = 1;
+   */
+  event?: AuditEvent | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.ExportAuditEventsResponse.
+ * Use `create(ExportAuditEventsResponseSchema)` to create a new message.
+ */
+export const ExportAuditEventsResponseSchema: GenMessage<ExportAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 61);
 
 /**
  * The multi-tenant control plane: who a tenant is, what it may use, and which keys act for it.
+ * Every mutation is recorded in the audit log in the same transaction as the change.
+ *
+ * ---- Tenants ----
  *
  * @generated from service breakpilot.tenantregistry.v1.TenantRegistryService
  */
 export const TenantRegistryService: GenService<{
+  /**
+   * Creates a tenant. With an idempotency_key, a retry returns the first result.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.CreateTenant
+   */
+  createTenant: {
+    methodKind: "unary";
+    input: typeof CreateTenantRequestSchema;
+    output: typeof CreateTenantResponseSchema;
+  },
   /**
    * Looks a tenant up by its id.
    *
@@ -108,6 +1542,272 @@ export const TenantRegistryService: GenService<{
     methodKind: "unary";
     input: typeof GetTenantBySlugRequestSchema;
     output: typeof GetTenantBySlugResponseSchema;
+  },
+  /**
+   * Lists tenants by slug, with filters and keyset pagination.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ListTenants
+   */
+  listTenants: {
+    methodKind: "unary";
+    input: typeof ListTenantsRequestSchema;
+    output: typeof ListTenantsResponseSchema;
+  },
+  /**
+   * Updates name, plan, metadata or external_id (per update_mask). The slug is immutable.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.UpdateTenant
+   */
+  updateTenant: {
+    methodKind: "unary";
+    input: typeof UpdateTenantRequestSchema;
+    output: typeof UpdateTenantResponseSchema;
+  },
+  /**
+   * active -> suspended, with a reason.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.SuspendTenant
+   */
+  suspendTenant: {
+    methodKind: "unary";
+    input: typeof SuspendTenantRequestSchema;
+    output: typeof SuspendTenantResponseSchema;
+  },
+  /**
+   * suspended -> active, and provisioning -> active.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ReactivateTenant
+   */
+  reactivateTenant: {
+    methodKind: "unary";
+    input: typeof ReactivateTenantRequestSchema;
+    output: typeof ReactivateTenantResponseSchema;
+  },
+  /**
+   * suspended -> archived: the step before deletion.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ArchiveTenant
+   */
+  archiveTenant: {
+    methodKind: "unary";
+    input: typeof ArchiveTenantRequestSchema;
+    output: typeof ArchiveTenantResponseSchema;
+  },
+  /**
+   * Deletes an archived tenant and everything it owns; its audit events remain.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.DeleteTenant
+   */
+  deleteTenant: {
+    methodKind: "unary";
+    input: typeof DeleteTenantRequestSchema;
+    output: typeof DeleteTenantResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.CreateProject
+   */
+  createProject: {
+    methodKind: "unary";
+    input: typeof CreateProjectRequestSchema;
+    output: typeof CreateProjectResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.GetProject
+   */
+  getProject: {
+    methodKind: "unary";
+    input: typeof GetProjectRequestSchema;
+    output: typeof GetProjectResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ListProjects
+   */
+  listProjects: {
+    methodKind: "unary";
+    input: typeof ListProjectsRequestSchema;
+    output: typeof ListProjectsResponseSchema;
+  },
+  /**
+   * Updates name or description (per update_mask). The slug is immutable.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.UpdateProject
+   */
+  updateProject: {
+    methodKind: "unary";
+    input: typeof UpdateProjectRequestSchema;
+    output: typeof UpdateProjectResponseSchema;
+  },
+  /**
+   * Deletes a project and the API keys scoped to it.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.DeleteProject
+   */
+  deleteProject: {
+    methodKind: "unary";
+    input: typeof DeleteProjectRequestSchema;
+    output: typeof DeleteProjectResponseSchema;
+  },
+  /**
+   * Grants a product, or updates an existing grant's expiry and limits.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.GrantProduct
+   */
+  grantProduct: {
+    methodKind: "unary";
+    input: typeof GrantProductRequestSchema;
+    output: typeof GrantProductResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.RevokeProduct
+   */
+  revokeProduct: {
+    methodKind: "unary";
+    input: typeof RevokeProductRequestSchema;
+    output: typeof RevokeProductResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ListTenantProducts
+   */
+  listTenantProducts: {
+    methodKind: "unary";
+    input: typeof ListTenantProductsRequestSchema;
+    output: typeof ListTenantProductsResponseSchema;
+  },
+  /**
+   * May this tenant use this product? Always a normal answer, with a reason. One indexed query.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.CheckEntitlement
+   */
+  checkEntitlement: {
+    methodKind: "unary";
+    input: typeof CheckEntitlementRequestSchema;
+    output: typeof CheckEntitlementResponseSchema;
+  },
+  /**
+   * Creates or replaces the tenant's IdP configuration.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.SetIdpConfig
+   */
+  setIdpConfig: {
+    methodKind: "unary";
+    input: typeof SetIdpConfigRequestSchema;
+    output: typeof SetIdpConfigResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.GetIdpConfig
+   */
+  getIdpConfig: {
+    methodKind: "unary";
+    input: typeof GetIdpConfigRequestSchema;
+    output: typeof GetIdpConfigResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.DeleteIdpConfig
+   */
+  deleteIdpConfig: {
+    methodKind: "unary";
+    input: typeof DeleteIdpConfigRequestSchema;
+    output: typeof DeleteIdpConfigResponseSchema;
+  },
+  /**
+   * Login routing: the tenant and enabled IdP that own an email address's domain.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ResolveIdp
+   */
+  resolveIdp: {
+    methodKind: "unary";
+    input: typeof ResolveIdpRequestSchema;
+    output: typeof ResolveIdpResponseSchema;
+  },
+  /**
+   * Creates a key and returns its secret token, once.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * Lists a tenant's keys, newest first. Never a secret or hash.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.GetApiKey
+   */
+  getApiKey: {
+    methodKind: "unary";
+    input: typeof GetApiKeyRequestSchema;
+    output: typeof GetApiKeyResponseSchema;
+  },
+  /**
+   * Revokes a key; effective on the next verification. Revoking twice is a no-op.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
+  },
+  /**
+   * Issues a new secret for the key. The previous secret keeps working for
+   * grace_period (default 0: it stops at once), then verifies as EXPIRED.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.RotateApiKey
+   */
+  rotateApiKey: {
+    methodKind: "unary";
+    input: typeof RotateApiKeyRequestSchema;
+    output: typeof RotateApiKeyResponseSchema;
+  },
+  /**
+   * Is this token a valid key, and whose is it? Always a normal answer for a bad key.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.VerifyApiKey
+   */
+  verifyApiKey: {
+    methodKind: "unary";
+    input: typeof VerifyApiKeyRequestSchema;
+    output: typeof VerifyApiKeyResponseSchema;
+  },
+  /**
+   * Records up to 1,000 events from a sibling service; events whose external_id
+   * was already recorded are skipped, so a retried batch does not duplicate.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.RecordAuditEvents
+   */
+  recordAuditEvents: {
+    methodKind: "unary";
+    input: typeof RecordAuditEventsRequestSchema;
+    output: typeof RecordAuditEventsResponseSchema;
+  },
+  /**
+   * A tenant's events, newest first, with filters and keyset pagination.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * Every matching event, oldest first, streamed with bounded memory.
+   *
+   * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.ExportAuditEvents
+   */
+  exportAuditEvents: {
+    methodKind: "server_streaming";
+    input: typeof ExportAuditEventsRequestSchema;
+    output: typeof ExportAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_breakpilot_tenantregistry_v1_tenant_registry_service, 0);

@@ -1,0 +1,13 @@
+import type { DatabasePool } from "../db/pool.js";
+import type { Logger } from "../logger.js";
+
+/** What every handler factory may use; passed in, never imported as a singleton. */
+export type ServiceDeps = {
+  readonly db: DatabasePool;
+  /** Now, injectable so expiry and grace periods can be tested without sleeping. */
+  readonly clock: () => Date;
+  readonly appEnv: "dev" | "stage" | "prod";
+  readonly logger: Logger;
+  /** Aborted when the server begins to shut down: stop timers, flush what is pending. */
+  readonly shutdownSignal: AbortSignal;
+};

@@ -1,0 +1,45 @@
+import { randomBytes } from "node:crypto";
+import type pg from "pg";
+
+/** A slug no other test uses: tests share nothing and never truncate. */
+export function uniqueSlug(prefix = "t"): string {
+  return `${prefix}-${randomBytes(5).toString("hex")}`;
+}
+
+export type TenantRow = { id: string; slug: string };
+
+/**
+ * Inserts a tenant straight into the table: a fixture for tests of what a
+ * tenant owns, independent of the CreateTenant RPC.
+ */
+export async function insertTenant(
+  client: pg.Client,
+  overrides: { slug?: string; name?: string; status?: string; plan?: string; products?: string[] } = {},
+): Promise<TenantRow> {
+  const slug = overrides.slug ?? uniqueSlug();
+  const status = overrides.status ?? "active";
+  const { rows } = await client.query<TenantRow>(
+    `INSERT INTO tenants (slug, name, status, plan, suspension_reason)
+     VALUES ($1, $2, $3, $4, CASE WHEN $3 = 'suspended' THEN 'fixture' ELSE '' END)
+     RETURNING id, slug`,
+    [slug, overrides.name ?? `Tenant ${slug}`, status, overrides.plan ?? "starter"],
+  );
+  const tenant = rows[0]!;
+  for (const product of overrides.products ?? []) {
+    await client.query("INSERT INTO tenant_products (tenant_id, product) VALUES ($1, $2)", [tenant.id, product]);
+  }
+  return tenant;
+}
+
+/** The audit events of a tenant (or of a target), oldest first, for assertions. */
+export async function auditEvents(client: pg.Client, where: { tenantId?: string; targetId?: string }) {
+  const { rows } = await client.query(
+    `SELECT action, crud, tenant_id, actor_id, actor_type, target_id, target_name, target_type,
+            host(source_ip) AS source_ip, fields, is_failure, is_anonymous
+     FROM audit_log
+     WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR target_id = $2)
+     ORDER BY created_at, id`,
+    [where.tenantId ?? null, where.targetId ?? null],
+  );
+  return rows;
+}
