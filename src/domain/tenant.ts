@@ -16,6 +16,25 @@ export type Tenant = {
   readonly products: readonly ProductCode[];
   readonly createdAt: Date;
   readonly updatedAt: Date;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The caller's own id for the tenant; null when unset. */
+  readonly externalId: string | null;
+  /** Why the tenant is suspended; "" unless it is. */
+  readonly suspensionReason: string;
+};
+
+export type LifecycleAction = "suspend" | "reactivate" | "archive";
+
+/**
+ * The lifecycle: provisioning -> active <-> suspended -> archived. A tenant
+ * whose sign-up never completed may be archived straight from provisioning;
+ * archiving anything active takes a suspension first, so no live customer is
+ * archived by one mistaken call.
+ */
+export const TRANSITIONS: Readonly<Record<LifecycleAction, { from: readonly TenantStatus[]; to: TenantStatus }>> = {
+  suspend: { from: ["active"], to: "suspended" },
+  reactivate: { from: ["suspended", "provisioning"], to: "active" },
+  archive: { from: ["suspended", "provisioning"], to: "archived" },
 };
 
 /** Mirrors the tenants_slug_format CHECK: 3-63 of [a-z0-9-], alphanumeric at both ends. */

@@ -43,5 +43,8 @@ export function tenantToProto(t: Tenant): ProtoTenant {
     products: t.products.map(productToProto),
     createdAt: timestampFromDate(t.createdAt),
     updatedAt: timestampFromDate(t.updatedAt),
+    metadata: { ...t.metadata },
+    externalId: t.externalId ?? "",
+    suspensionReason: t.suspensionReason,
   });
 }

@@ -107,17 +107,41 @@ async function buildRequest(route: Route, match: RegExpExecArray, url: URL, req:
       request[route.body] = body;
     }
   }
+  inferUpdateMask(route, request);
   route.variables.forEach((path, i) => setPath(request, path.split("."), decodeURIComponent(match[i + 1]!)));
   if (route.body !== "*") {
     for (const key of new Set(url.searchParams.keys())) {
       const fieldPath = resolveFieldPath(input, key);
       if (!fieldPath) throw new Error(`unknown query parameter "${key}"`);
+      if (fieldPath[0]?.name === "update_mask") delete request["updateMask"]; // an explicit mask wins over the inferred one
       const field = fieldPath.at(-1)!;
       const values = url.searchParams.getAll(key).map((v) => queryValue(field, v, key));
       setPath(request, fieldPath.map((f) => f.jsonName), field.fieldKind === "list" ? values : values.at(-1)!);
     }
   }
   return enumsFromShort(input, request) as JsonObject;
+}
+
+/**
+ * PATCH without an update_mask updates exactly the fields the body carries, as
+ * grpc-gateway does: `PATCH /v1/tenants/{tenant.id} {"name":"x"}` means mask "name".
+ * Path variables are identifiers, never part of the mask.
+ */
+function inferUpdateMask(route: Route, request: JsonObject): void {
+  if (route.body === "" || route.body === "*") return;
+  const input = route.method.input;
+  const maskField = input.fields.find(
+    (f) => f.name === "update_mask" && f.fieldKind === "message" && f.message.typeName === "google.protobuf.FieldMask",
+  );
+  const bodyField = input.fields.find((f) => f.name === route.body);
+  const body = request[route.body];
+  if (!maskField || bodyField?.fieldKind !== "message" || body === null || typeof body !== "object" || Array.isArray(body)) return;
+  const identifiers = route.variables.filter((v) => v.startsWith(`${route.body}.`)).map((v) => v.slice(route.body.length + 1));
+  const paths = Object.keys(body)
+    .map((key) => bodyField.message.fields.find((f) => f.name === key || f.jsonName === key))
+    .filter((f): f is DescField => f !== undefined && !identifiers.includes(f.name))
+    .map((f) => f.jsonName);
+  request[maskField.jsonName] = paths.join(",");
 }
 
 function queryValue(field: DescField, raw: string, key: string): JsonValue {

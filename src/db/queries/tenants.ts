@@ -1,7 +1,15 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { FailedPreconditionError, NotFoundError } from "../../domain/errors.js";
-import { PRODUCT_CODES, TENANT_PLANS, TENANT_STATUSES, type Tenant, type TenantStatus } from "../../domain/tenant.js";
+import {
+  PRODUCT_CODES,
+  TENANT_PLANS,
+  TENANT_STATUSES,
+  type ProductCode,
+  type Tenant,
+  type TenantPlan,
+  type TenantStatus,
+} from "../../domain/tenant.js";
 
 /** Any connection: the pool, a pooled connection or a transaction. */
 export type Db = CommonQueryMethods;
@@ -15,6 +23,9 @@ const tenantRow = z.object({
   products: z.array(z.enum(PRODUCT_CODES)),
   created_at: z.date(),
   updated_at: z.date(),
+  metadata: z.record(z.string(), z.string()),
+  external_id: z.string().nullable(),
+  suspension_reason: z.string(),
 });
 
 function toTenant(row: z.infer<typeof tenantRow>): Tenant {
@@ -27,17 +38,22 @@ function toTenant(row: z.infer<typeof tenantRow>): Tenant {
     products: row.products,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    metadata: row.metadata,
+    externalId: row.external_id,
+    suspensionReason: row.suspension_reason,
   };
 }
 
-// One statement per lookup: the tenant and its products in a single round trip.
+// One statement per lookup: the tenant and its unexpired products in a single round trip.
 const selectTenant = sql.fragment`
   SELECT t.id, t.slug, t.name, t.status, t.plan,
          COALESCE(
-           (SELECT array_agg(p.product::text ORDER BY p.product) FROM tenant_products p WHERE p.tenant_id = t.id),
+           (SELECT array_agg(p.product::text ORDER BY p.product)
+            FROM tenant_products p
+            WHERE p.tenant_id = t.id AND (p.expires_at IS NULL OR p.expires_at > now())),
            '{}'
          ) AS products,
-         t.created_at, t.updated_at
+         t.created_at, t.updated_at, t.metadata, t.external_id, t.suspension_reason
   FROM tenants t`;
 
 export async function findTenantById(db: Db, id: string): Promise<Tenant | null> {
@@ -48,6 +64,95 @@ export async function findTenantById(db: Db, id: string): Promise<Tenant | null>
 export async function findTenantBySlug(db: Db, slug: string): Promise<Tenant | null> {
   const row = await db.maybeOne(sql.type(tenantRow)`${selectTenant} WHERE t.slug = ${slug}`);
   return row && toTenant(row);
+}
+
+export type NewTenant = {
+  readonly id: string;
+  readonly slug: string;
+  readonly name: string;
+  readonly plan: TenantPlan;
+  readonly status: "active" | "provisioning";
+  readonly products: readonly ProductCode[];
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly externalId: string | null;
+};
+
+/** Inserts the tenant and its initial grants in one statement. */
+export async function insertTenant(tx: Db, t: NewTenant): Promise<void> {
+  await tx.query(sql.unsafe`
+    WITH created AS (
+      INSERT INTO tenants (id, slug, name, plan, status, metadata, external_id)
+      VALUES (${t.id}, ${t.slug}, ${t.name}, ${t.plan}, ${t.status}, ${sql.jsonb(t.metadata)}, ${t.externalId})
+      RETURNING id
+    )
+    INSERT INTO tenant_products (tenant_id, product)
+    SELECT created.id, product
+    FROM created, unnest(${sql.array([...t.products], "text")}::product_code[]) AS product`);
+}
+
+export type TenantFilters = {
+  readonly status?: TenantStatus;
+  readonly plan?: TenantPlan;
+  readonly product?: ProductCode;
+  /** Case-insensitive substring of slug or name. */
+  readonly query?: string;
+};
+
+/** One page in slug order; `afterSlug` is the keyset cursor. Reads `limit` rows. */
+export async function listTenants(db: Db, filters: TenantFilters, afterSlug: string | undefined, limit: number): Promise<Tenant[]> {
+  const conditions = [sql.fragment`TRUE`];
+  if (filters.status) conditions.push(sql.fragment`t.status = ${filters.status}`);
+  if (filters.plan) conditions.push(sql.fragment`t.plan = ${filters.plan}`);
+  if (filters.product) {
+    conditions.push(sql.fragment`EXISTS (
+      SELECT 1 FROM tenant_products p
+      WHERE p.tenant_id = t.id AND p.product = ${filters.product} AND (p.expires_at IS NULL OR p.expires_at > now()))`);
+  }
+  if (filters.query) {
+    const pattern = `%${filters.query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    conditions.push(sql.fragment`(t.slug ILIKE ${pattern} OR t.name ILIKE ${pattern})`);
+  }
+  if (afterSlug !== undefined) conditions.push(sql.fragment`t.slug > ${afterSlug}`);
+  const rows = await db.any(sql.type(tenantRow)`
+    ${selectTenant}
+    WHERE ${sql.join(conditions, sql.fragment` AND `)}
+    ORDER BY t.slug
+    LIMIT ${limit}`);
+  return rows.map(toTenant);
+}
+
+export type TenantChanges = {
+  readonly name?: string;
+  readonly plan?: TenantPlan;
+  readonly metadata?: Readonly<Record<string, string>>;
+  readonly externalId?: string | null;
+};
+
+/** Applies the given (non-empty) changes. The tenant must already be locked by the caller. */
+export async function updateTenant(tx: Db, id: string, changes: TenantChanges): Promise<void> {
+  const sets = [];
+  if (changes.name !== undefined) sets.push(sql.fragment`name = ${changes.name}`);
+  if (changes.plan !== undefined) sets.push(sql.fragment`plan = ${changes.plan}`);
+  if (changes.metadata !== undefined) sets.push(sql.fragment`metadata = ${sql.jsonb(changes.metadata)}`);
+  if (changes.externalId !== undefined) sets.push(sql.fragment`external_id = ${changes.externalId}`);
+  if (sets.length === 0) return;
+  await tx.query(sql.unsafe`UPDATE tenants SET ${sql.join(sets, sql.fragment`, `)} WHERE id = ${id}`);
+}
+
+/** Locks the tenant row for an update of the tenant itself; null when it does not exist. */
+export async function lockTenant(tx: Db, id: string): Promise<Tenant | null> {
+  const row = await tx.maybeOne(sql.type(tenantRow)`${selectTenant} WHERE t.id = ${id} FOR UPDATE OF t`);
+  return row && toTenant(row);
+}
+
+export async function setTenantStatus(tx: Db, id: string, status: TenantStatus, suspensionReason: string): Promise<void> {
+  await tx.query(sql.unsafe`
+    UPDATE tenants SET status = ${status}, suspension_reason = ${suspensionReason} WHERE id = ${id}`);
+}
+
+/** Deletes the tenant; everything it owns goes by cascade, its audit events stay (tenant_id NULL). */
+export async function deleteTenant(tx: Db, id: string): Promise<void> {
+  await tx.query(sql.unsafe`DELETE FROM tenants WHERE id = ${id}`);
 }
 
 const tenantRefRow = z.object({ id: z.guid(), slug: z.string(), status: z.enum(TENANT_STATUSES) });
