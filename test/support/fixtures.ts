@@ -20,7 +20,7 @@ export async function insertTenant(
   const status = overrides.status ?? "active";
   const { rows } = await client.query<TenantRow>(
     `INSERT INTO tenants (slug, name, status, plan, suspension_reason)
-     VALUES ($1, $2, $3, $4, CASE WHEN $3 = 'suspended' THEN 'fixture' ELSE '' END)
+     VALUES ($1, $2, $3::tenant_status, $4::tenant_plan, CASE WHEN $3::text = 'suspended' THEN 'fixture' ELSE '' END)
      RETURNING id, slug`,
     [slug, overrides.name ?? `Tenant ${slug}`, status, overrides.plan ?? "starter"],
   );
