@@ -1,7 +1,122 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { insertAuditEvents, listAuditEvents, lockExistingTenantIds } from "../db/queries/audit.js";
+import { findTenantRef, type Db } from "../db/queries/tenants.js";
+import {
+  cursorOf,
+  MAX_AUDIT_BATCH,
+  parseAuditFilter,
+  parseCursor,
+  validateAuditEventInput,
+  type AuditCursor,
+  type AuditFilter,
+  type AuditFilterInput,
+  type NewAuditEvent,
+} from "../domain/audit-query.js";
+import { InvalidArgumentError, NotFoundError } from "../domain/errors.js";
+import { isUuid } from "../domain/ids.js";
+import { auditEventInputFromProto, auditEventToProto, auditFilterInputFromProto } from "../transport/convert-audit.js";
 import type { ServiceDeps } from "./deps.js";
+import { decodePageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
+import { Violations } from "./validate.js";
 
-export function createAuditHandlers(_deps: ServiceDeps) {
-  return {} satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
+/** Export reads this many events per query: memory stays bounded however many match. */
+const EXPORT_BATCH = 500;
+/**
+ * A batch of 1,000 bad events would otherwise answer with thousands of
+ * violations: more than a gRPC trailer carries, and more than anyone reads.
+ */
+const MAX_LISTED_VIOLATIONS = 50;
+
+/** Violations of a batch, the first MAX_LISTED_VIOLATIONS of them by name. */
+class BatchViolations {
+  readonly v = new Violations();
+  private listed = 0;
+  private omitted = 0;
+
+  add(field: string, description: string): void {
+    if (this.listed < MAX_LISTED_VIOLATIONS) {
+      this.v.add(field, description);
+      this.listed += 1;
+    } else this.omitted += 1;
+  }
+
+  throwIfAny(): void {
+    if (this.omitted > 0) this.v.add("events", `${this.omitted} more violations not listed`);
+    this.v.throwIfAny();
+  }
+}
+
+function requireFilter(input: AuditFilterInput): AuditFilter {
+  const { filter, problems } = parseAuditFilter(input);
+  if (!filter) throw new InvalidArgumentError(problems);
+  return filter;
+}
+
+async function requireTenant(db: Db, tenantId: string): Promise<void> {
+  if (!(await findTenantRef(db, tenantId))) throw new NotFoundError("tenant", tenantId);
+}
+
+export function createAuditHandlers({ db, clock }: ServiceDeps) {
+  return {
+    // Not itself audited: recording events is not a change to anything a tenant owns.
+    async recordAuditEvents(req) {
+      if (req.events.length === 0) throw InvalidArgumentError.field("events", "at least one event is required");
+      if (req.events.length > MAX_AUDIT_BATCH) {
+        throw InvalidArgumentError.field("events", `at most ${MAX_AUDIT_BATCH} events per call, got ${req.events.length}`);
+      }
+      const now = clock();
+      const violations = new BatchViolations();
+      const events: NewAuditEvent[] = [];
+      req.events.forEach((input, i) => {
+        const { event, problems } = validateAuditEventInput(auditEventInputFromProto(input), now);
+        for (const p of problems) violations.add(`events[${i}].${p.field}`, p.description);
+        if (event) events.push(event);
+      });
+      // Every well-formed tenant id, also of otherwise invalid events, so one answer names every problem.
+      const tenantOf = req.events.map((e) => (isUuid(e.tenantId) ? e.tenantId.toLowerCase() : null));
+      const tenantIds = [...new Set(tenantOf.filter((id) => id !== null))];
+
+      const { recorded, duplicates } = await db.transaction(async (tx) => {
+        // All or nothing: the tenants are checked (and kept from being deleted) before anything is written.
+        const known = await lockExistingTenantIds(tx, tenantIds);
+        tenantOf.forEach((id, i) => {
+          if (id !== null && !known.has(id)) violations.add(`events[${i}].tenant_id`, "unknown tenant");
+        });
+        violations.throwIfAny();
+        return insertAuditEvents(tx, events);
+      });
+      return { recorded, duplicates };
+    },
+
+    async listAuditEvents(req) {
+      const filter = requireFilter(auditFilterInputFromProto(req));
+      const size = pageSize(req.pageSize);
+      const token = decodePageToken(req.pageToken, filter);
+      const after = token && parseCursor(token);
+      if (after === null) throw InvalidArgumentError.field("page_token", "is not a token this service issued");
+      await requireTenant(db, filter.tenantId);
+      const { page, more } = takePage(await listAuditEvents(db, filter, "newest_first", after, size + 1), size);
+      const last = page.at(-1);
+      return {
+        events: page.map(auditEventToProto),
+        nextPageToken: more && last ? encodePageToken([last.createdAt, last.id], filter) : "",
+      };
+    },
+
+    async *exportAuditEvents(req, ctx) {
+      const filter = requireFilter(auditFilterInputFromProto(req));
+      await requireTenant(db, filter.tenantId);
+      let after: AuditCursor | undefined;
+      while (!ctx.signal.aborted) {
+        const batch = await listAuditEvents(db, filter, "oldest_first", after, EXPORT_BATCH);
+        for (const event of batch) {
+          if (ctx.signal.aborted) return;
+          yield { event: auditEventToProto(event) };
+        }
+        if (batch.length < EXPORT_BATCH) return;
+        after = cursorOf(batch.at(-1)!);
+      }
+    },
+  } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
 }

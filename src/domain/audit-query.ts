@@ -1,0 +1,330 @@
+import { isIP } from "node:net";
+import type { Crud } from "./audit.js";
+import type { FieldViolation } from "./errors.js";
+import { isUuid } from "./ids.js";
+
+/**
+ * Audit events reported by sibling services (Retraced's publisher API) and the
+ * filters of the audit-log reads. Pure: no SQL, no protobuf.
+ *
+ * Instants are RFC 3339 UTC strings with exactly six fractional digits
+ * ("2025-01-02T03:04:05.123456Z"): PostgreSQL keeps microseconds, a Date keeps
+ * milliseconds, and a keyset cursor that lost the microseconds would skip rows.
+ */
+export type Instant = string;
+
+export const MAX_AUDIT_BATCH = 1000;
+export const MAX_FUTURE_SKEW_MS = 5 * 60 * 1000;
+/** The component the registry's own events carry; not for senders. */
+export const OWN_COMPONENT = "tenant-registry";
+export const DEFAULT_COMPONENT = "external";
+
+const CRUDS: readonly string[] = ["c", "r", "u", "d"] satisfies readonly Crud[];
+
+export type AuditActorValue = { readonly id: string; readonly name: string; readonly type: string; readonly href: string };
+export type AuditTargetValue = { readonly id: string; readonly name: string; readonly type: string };
+
+/** An event as a sender reports it, before validation (the wire shape, with `created` as an Instant). */
+export type AuditEventInput = {
+  readonly tenantId: string;
+  readonly action: string;
+  readonly crud: string;
+  readonly actor: AuditActorValue | undefined;
+  readonly target: AuditTargetValue | undefined;
+  readonly sourceIp: string;
+  readonly description: string;
+  readonly fields: Readonly<Record<string, unknown>> | undefined;
+  readonly isFailure: boolean;
+  readonly isAnonymous: boolean;
+  /** undefined: now. null: the sender's timestamp is not a valid instant. */
+  readonly created: Instant | undefined | null;
+  readonly externalId: string;
+  readonly component: string;
+};
+
+/** A validated event, ready to store. Absent values are null, never "". */
+export type NewAuditEvent = {
+  readonly tenantId: string | null;
+  readonly action: string;
+  readonly crud: Crud;
+  readonly actorId: string | null;
+  readonly actorName: string | null;
+  readonly actorType: string | null;
+  readonly actorHref: string | null;
+  readonly targetId: string | null;
+  readonly targetName: string | null;
+  readonly targetType: string | null;
+  readonly sourceIp: string | null;
+  readonly description: string;
+  readonly fields: Readonly<Record<string, unknown>>;
+  readonly isFailure: boolean;
+  readonly isAnonymous: boolean;
+  readonly createdAt: Instant;
+  readonly externalId: string | null;
+  readonly component: string;
+};
+
+/** A stored event, as the audit-log reads return it. */
+export type AuditEvent = {
+  readonly id: string;
+  /** null once the tenant has been deleted, or for platform-level events. */
+  readonly tenantId: string | null;
+  readonly action: string;
+  readonly crud: string;
+  readonly actor: AuditActorValue | null;
+  readonly target: AuditTargetValue | null;
+  readonly sourceIp: string | null;
+  readonly description: string;
+  readonly fields: Readonly<Record<string, unknown>>;
+  readonly isFailure: boolean;
+  readonly isAnonymous: boolean;
+  readonly createdAt: Instant;
+  readonly externalId: string | null;
+  readonly component: string;
+};
+
+/** Text PostgreSQL can store: no NUL characters, no lone UTF-16 surrogates. */
+function storableText(value: string): boolean {
+  return value.isWellFormed() && !value.includes("\0");
+}
+
+function storableJson(value: unknown): boolean {
+  if (typeof value === "string") return storableText(value);
+  if (Array.isArray(value)) return value.every(storableJson);
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).every(([k, v]) => storableText(k) && storableJson(v));
+  }
+  return true;
+}
+
+function checkText(problems: FieldViolation[], field: string, value: string, max: number): void {
+  if (value.length > max) problems.push({ field, description: `must be at most ${max} characters` });
+  else if (!storableText(value)) problems.push({ field, description: "must not contain NUL characters or invalid UTF-16" });
+}
+
+/** Mirrors Retraced's action rule: a dotted verb, 1-200 characters, no whitespace. */
+export function actionProblem(action: string): string | undefined {
+  if (action === "") return "is required";
+  if (action.length > 200) return "must be at most 200 characters";
+  if (/\s/.test(action)) return "must not contain whitespace";
+  if (!storableText(action)) return "must not contain NUL characters or invalid UTF-16";
+  return undefined;
+}
+
+export function crudProblem(crud: string): string | undefined {
+  if (crud === "") return "is required";
+  return CRUDS.includes(crud) ? undefined : "must be one of c, r, u, d";
+}
+
+/** A bare IPv4 or IPv6 address as PostgreSQL's inet takes it (no zone, no prefix length). */
+export function sourceIpProblem(ip: string): string | undefined {
+  return isIP(ip) !== 0 && !ip.includes("%") ? undefined : "must be an IPv4 or IPv6 address";
+}
+
+const nullIfEmpty = (s: string): string | null => (s === "" ? null : s);
+
+/**
+ * Validates one reported event against Retraced's rules. Field paths are
+ * relative to the event ("action", "actor.id"); the caller prefixes them.
+ */
+export function validateAuditEventInput(
+  input: AuditEventInput,
+  now: Date,
+): { readonly event: NewAuditEvent; readonly problems: readonly [] } | { readonly event: null; readonly problems: FieldViolation[] } {
+  const problems: FieldViolation[] = [];
+  const add = (field: string, description: string | undefined) => {
+    if (description !== undefined) problems.push({ field, description });
+  };
+
+  add("action", actionProblem(input.action));
+  add("crud", crudProblem(input.crud));
+  if (input.tenantId !== "" && !isUuid(input.tenantId)) add("tenant_id", "must be a UUID");
+
+  const actor = input.actor;
+  if (!actor || actor.id === "") {
+    if (!input.isAnonymous) add(actor ? "actor.id" : "actor", "is required unless is_anonymous is set");
+  }
+  if (actor) {
+    checkText(problems, "actor.id", actor.id, 200);
+    checkText(problems, "actor.name", actor.name, 200);
+    checkText(problems, "actor.type", actor.type, 100);
+    checkText(problems, "actor.href", actor.href, 2000);
+  }
+  if (input.target) {
+    checkText(problems, "target.id", input.target.id, 200);
+    checkText(problems, "target.name", input.target.name, 200);
+    checkText(problems, "target.type", input.target.type, 100);
+  }
+
+  if (input.sourceIp !== "") add("source_ip", sourceIpProblem(input.sourceIp));
+  checkText(problems, "description", input.description, 2000);
+  checkText(problems, "external_id", input.externalId, 200);
+  checkText(problems, "component", input.component, 100);
+  if (input.component === OWN_COMPONENT) add("component", `"${OWN_COMPONENT}" is reserved for the registry's own events`);
+  if (input.fields !== undefined && !storableJson(input.fields)) {
+    add("fields", "must not contain NUL characters or invalid UTF-16");
+  }
+
+  let createdAt: Instant = toInstant(now);
+  if (input.created === null) add("created", "is not a valid timestamp");
+  else if (input.created !== undefined) {
+    createdAt = input.created;
+    const ms = Date.parse(input.created);
+    if (ms < 0) add("created", "must not be before 1970");
+    else if (ms > now.getTime() + MAX_FUTURE_SKEW_MS) add("created", "must not be more than 5 minutes in the future");
+  }
+
+  if (problems.length > 0) return { event: null, problems };
+  return {
+    event: {
+      tenantId: input.tenantId === "" ? null : input.tenantId.toLowerCase(),
+      action: input.action,
+      crud: input.crud as Crud,
+      actorId: nullIfEmpty(actor?.id ?? ""),
+      actorName: nullIfEmpty(actor?.name ?? ""),
+      actorType: nullIfEmpty(actor?.type ?? ""),
+      actorHref: nullIfEmpty(actor?.href ?? ""),
+      targetId: nullIfEmpty(input.target?.id ?? ""),
+      targetName: nullIfEmpty(input.target?.name ?? ""),
+      targetType: nullIfEmpty(input.target?.type ?? ""),
+      sourceIp: nullIfEmpty(input.sourceIp),
+      description: input.description,
+      fields: input.fields ?? {},
+      isFailure: input.isFailure,
+      isAnonymous: input.isAnonymous,
+      createdAt,
+      externalId: nullIfEmpty(input.externalId),
+      component: input.component === "" ? DEFAULT_COMPONENT : input.component,
+    },
+    problems: [],
+  };
+}
+
+// ---- Instants ----
+
+const INSTANT = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z$/;
+
+export function isInstant(value: string): boolean {
+  return INSTANT.test(value) && !Number.isNaN(Date.parse(value));
+}
+
+/** A Date as an Instant (its microseconds are zero). */
+export function toInstant(date: Date): Instant {
+  return `${date.toISOString().slice(0, 23)}000Z`;
+}
+
+/**
+ * Seconds and nanoseconds since the epoch (a protobuf Timestamp) as an Instant,
+ * truncated to microseconds; null when it is not a valid instant between
+ * 0001-01-01 and 9999-12-31.
+ */
+export function instantFromEpoch(seconds: bigint, nanos: number): Instant | null {
+  if (!Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) return null;
+  if (seconds < -62_135_596_800n || seconds > 253_402_300_799n) return null;
+  const iso = new Date(Number(seconds) * 1000).toISOString();
+  return `${iso.slice(0, 19)}.${String(Math.floor(nanos / 1000)).padStart(6, "0")}Z`;
+}
+
+/** An Instant as seconds and nanoseconds since the epoch, exactly. */
+export function instantToEpoch(instant: Instant): { seconds: bigint; nanos: number } {
+  const m = INSTANT.exec(instant);
+  if (!m) throw new TypeError(`not an instant: ${instant}`);
+  return { seconds: BigInt(Date.parse(`${m[1]}Z`) / 1000), nanos: Number(m[2]) * 1000 };
+}
+
+// ---- Filters of ListAuditEvents / ExportAuditEvents ----
+
+export type AuditFilterInput = {
+  readonly tenantId: string;
+  readonly action: string;
+  readonly crud: string;
+  readonly actorId: string;
+  readonly targetId: string;
+  readonly targetType: string;
+  /** undefined: unbounded. null: not a valid timestamp. */
+  readonly startTime: Instant | undefined | null;
+  readonly endTime: Instant | undefined | null;
+  readonly isFailure: boolean | undefined;
+};
+
+/** Normalised filters; also what a page token is bound to. */
+export type AuditFilter = {
+  readonly tenantId: string;
+  /** An exact action, or every action starting with `prefix` ("tenant.*" → "tenant."). */
+  readonly action: { readonly exact: string } | { readonly prefix: string } | null;
+  readonly crud: Crud | null;
+  readonly actorId: string | null;
+  readonly targetId: string | null;
+  readonly targetType: string | null;
+  /** Inclusive. */
+  readonly startTime: Instant | null;
+  /** Exclusive. */
+  readonly endTime: Instant | null;
+  readonly isFailure: boolean | null;
+};
+
+export function parseAuditFilter(
+  input: AuditFilterInput,
+): { readonly filter: AuditFilter; readonly problems: readonly [] } | { readonly filter: null; readonly problems: FieldViolation[] } {
+  const problems: FieldViolation[] = [];
+  if (input.tenantId === "") problems.push({ field: "tenant_id", description: "is required" });
+  else if (!isUuid(input.tenantId)) problems.push({ field: "tenant_id", description: "must be a UUID" });
+
+  let action: AuditFilter["action"] = null;
+  if (input.action !== "") {
+    const problem = actionProblem(input.action);
+    if (problem) problems.push({ field: "action", description: problem });
+    else if (input.action.endsWith(".*")) {
+      if (input.action.length === 2) problems.push({ field: "action", description: 'needs a prefix before ".*"' });
+      else action = { prefix: input.action.slice(0, -1) };
+    } else action = { exact: input.action };
+  }
+  if (input.crud !== "") {
+    const problem = crudProblem(input.crud);
+    if (problem) problems.push({ field: "crud", description: problem });
+  }
+  for (const [field, value] of [["actor_id", input.actorId], ["target_id", input.targetId], ["target_type", input.targetType]] as const) {
+    if (!storableText(value)) problems.push({ field, description: "must not contain NUL characters or invalid UTF-16" });
+  }
+  if (input.startTime === null) problems.push({ field: "start_time", description: "is not a valid timestamp" });
+  if (input.endTime === null) problems.push({ field: "end_time", description: "is not a valid timestamp" });
+  if (input.startTime && input.endTime && input.endTime <= input.startTime) {
+    problems.push({ field: "end_time", description: "must be after start_time" });
+  }
+
+  if (problems.length > 0) return { filter: null, problems };
+  return {
+    filter: {
+      tenantId: input.tenantId.toLowerCase(),
+      action,
+      crud: input.crud === "" ? null : (input.crud as Crud),
+      actorId: nullIfEmpty(input.actorId),
+      targetId: nullIfEmpty(input.targetId),
+      targetType: nullIfEmpty(input.targetType),
+      startTime: input.startTime ?? null,
+      endTime: input.endTime ?? null,
+      isFailure: input.isFailure ?? null,
+    },
+    problems: [],
+  };
+}
+
+/** A LIKE pattern matching every string that starts with `prefix`, its wildcards escaped (ESCAPE '\'). */
+export function likePrefixPattern(prefix: string): string {
+  return `${prefix.replace(/[\\%_]/g, "\\$&")}%`;
+}
+
+/** Keyset position: the sort key of the last event delivered. */
+export type AuditCursor = { readonly createdAt: Instant; readonly id: string };
+
+export function cursorOf(event: AuditEvent): AuditCursor {
+  return { createdAt: event.createdAt, id: event.id };
+}
+
+/** A cursor decoded from a client's page token, or null when it is not one this service made. */
+export function parseCursor(parts: readonly (string | number)[]): AuditCursor | null {
+  const [createdAt, id] = parts;
+  if (parts.length !== 2 || typeof createdAt !== "string" || typeof id !== "string") return null;
+  if (!isInstant(createdAt) || !isUuid(id)) return null;
+  return { createdAt, id: id.toLowerCase() };
+}
