@@ -48,10 +48,9 @@ import { productFromProto } from "../transport/convert-entitlement.js";
 import { createApiKeyUsageTracker } from "./api-key-usage.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
-import { checkFuture } from "./entitlements.js";
 import { requestFingerprint } from "./idempotency.js";
 import { decodePageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
-import { checkName, checkUuid, requireUuid, Violations } from "./validate.js";
+import { checkFuture, checkName, checkUuid, requireUuid, Violations } from "./validate.js";
 
 // A fresh token's prefix collides with an existing one with odds of ~1 in 36^12
 // per existing key; a few attempts are more than enough.

@@ -1,4 +1,4 @@
-import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ProductCode as ProtoProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -19,7 +19,7 @@ import { planToProto, statusToProto } from "../transport/convert.js";
 import { entitlementReasonToProto, grantToProto, limitsToProto, productFromProto } from "../transport/convert-entitlement.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
-import { checkUuid, requireUuid, Violations } from "./validate.js";
+import { checkFuture, checkUuid, requireUuid, Violations } from "./validate.js";
 
 /** Records a violation unless `value` names a known product; UNSPECIFIED is "required". */
 function checkProduct(v: Violations, field: string, value: number): ProductCode | undefined {
@@ -27,15 +27,6 @@ function checkProduct(v: Violations, field: string, value: number): ProductCode 
   if (value === ProtoProductCode.UNSPECIFIED) v.add(field, "is required");
   else if (!product) v.add(field, "is not a known product");
   return product;
-}
-
-/** Optional timestamp that, when set, must lie after `now`. */
-export function checkFuture(v: Violations, field: string, value: Timestamp | undefined, now: Date): Date | null {
-  if (!value) return null;
-  const date = timestampDate(value);
-  if (Number.isNaN(date.getTime())) v.add(field, "is not a valid timestamp");
-  else if (date.getTime() <= now.getTime()) v.add(field, "must be in the future");
-  return date;
 }
 
 // The grant's audit target: one per (tenant, product).

@@ -1,4 +1,4 @@
-import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { timestampDate, type FieldMask, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import { slugProblem } from "../domain/tenant.js";
@@ -96,4 +96,13 @@ export function maskPaths(
   }
   v.throwIfAny();
   return [...new Set(paths)];
+}
+
+/** Optional timestamp that, when set, must lie after `now`. */
+export function checkFuture(v: Violations, field: string, value: Timestamp | undefined, now: Date): Date | null {
+  if (!value) return null;
+  const date = timestampDate(value);
+  if (Number.isNaN(date.getTime())) v.add(field, "is not a valid timestamp");
+  else if (date.getTime() <= now.getTime()) v.add(field, "must be in the future");
+  return date;
 }

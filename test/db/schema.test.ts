@@ -79,6 +79,21 @@ describe("schema", () => {
     expect(after.getTime()).toBeGreaterThan(before.getTime());
   });
 
+  it("does not count recording an API key's use as an update of the key", async () => {
+    const tenant = await insertTenant("usage-owner");
+    const { rows: [key] } = await client.query<{ id: string; updated_at: Date }>(
+      "INSERT INTO api_keys (tenant_id, name, prefix, secret_hash) VALUES ($1, 'k', 'trk_usageprefix', sha256('u'::bytea)) RETURNING id, updated_at",
+      [tenant],
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    await client.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1", [key!.id]);
+    const afterUse = (await client.query("SELECT updated_at FROM api_keys WHERE id = $1", [key!.id])).rows[0].updated_at as Date;
+    expect(afterUse.getTime()).toBe(key!.updated_at.getTime());
+    await client.query("UPDATE api_keys SET name = 'renamed' WHERE id = $1", [key!.id]);
+    const afterRename = (await client.query("SELECT updated_at FROM api_keys WHERE id = $1", [key!.id])).rows[0].updated_at as Date;
+    expect(afterRename.getTime()).toBeGreaterThan(key!.updated_at.getTime());
+  });
+
   it("rejects an API key whose project belongs to another tenant", async () => {
     const a = await insertTenant("owner-a");
     const b = await insertTenant("owner-b");

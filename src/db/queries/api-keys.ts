@@ -1,8 +1,8 @@
 import { sql } from "slonik";
 import { z } from "zod";
 import type { ApiKey } from "../../domain/api-key.js";
-import { PRODUCT_CODES, TENANT_PLANS, TENANT_STATUSES, type Tenant } from "../../domain/tenant.js";
-import type { Db } from "./tenants.js";
+import type { Tenant } from "../../domain/tenant.js";
+import { tenantColumns, tenantRow, toTenant, type Db } from "./tenants.js";
 
 /*
  * Metadata reads never select secret_hash or previous_secret_hash: only the
@@ -148,9 +148,9 @@ export async function rotateApiKeySecret(
   return row && toApiKey(row);
 }
 
-const verificationRow = z.object({
-  id: z.guid(),
-  tenant_id: z.guid(),
+// The tenant's own columns (id, slug, …) plus the key's, prefixed key_ where they would collide.
+const verificationRow = tenantRow.extend({
+  key_id: z.guid(),
   project_id: z.guid().nullable(),
   prefix: z.string(),
   secret_hash: z.instanceof(Buffer),
@@ -161,16 +161,6 @@ const verificationRow = z.object({
   expires_at: z.date().nullable(),
   revoked_at: z.date().nullable(),
   last_used_at: z.date().nullable(),
-  tenant_slug: z.string(),
-  tenant_name: z.string(),
-  tenant_status: z.enum(TENANT_STATUSES),
-  tenant_plan: z.enum(TENANT_PLANS),
-  tenant_products: z.array(z.enum(PRODUCT_CODES)),
-  tenant_created_at: z.date(),
-  tenant_updated_at: z.date(),
-  tenant_metadata: z.record(z.string(), z.string()),
-  tenant_external_id: z.string().nullable(),
-  tenant_suspension_reason: z.string(),
 });
 
 /** A key as VerifyApiKey sees it: hashes to compare, its state, and its tenant. */
@@ -199,24 +189,15 @@ export type ApiKeyForVerification = {
  */
 export async function findApiKeysByPrefix(db: Db, prefix: string, now: Date): Promise<ApiKeyForVerification[]> {
   const rows = await db.any(sql.type(verificationRow)`
-    SELECT k.id, k.tenant_id, k.project_id, k.prefix, k.secret_hash,
+    SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
            k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
            k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
-           t.slug AS tenant_slug, t.name AS tenant_name, t.status AS tenant_status, t.plan AS tenant_plan,
-           COALESCE(
-             (SELECT array_agg(p.product::text ORDER BY p.product)
-              FROM tenant_products p
-              WHERE p.tenant_id = t.id AND (p.expires_at IS NULL OR p.expires_at > ${sql.timestamp(now)})),
-             '{}'
-           ) AS tenant_products,
-           t.created_at AS tenant_created_at, t.updated_at AS tenant_updated_at,
-           t.metadata AS tenant_metadata, t.external_id AS tenant_external_id,
-           t.suspension_reason AS tenant_suspension_reason
+           ${tenantColumns(now)}
     FROM api_keys k
     JOIN tenants t ON t.id = k.tenant_id
     WHERE k.prefix = ${prefix} OR k.previous_prefix = ${prefix}`);
   return rows.map((row) => ({
-    id: row.id,
+    id: row.key_id,
     projectId: row.project_id,
     prefix: row.prefix,
     secretHash: row.secret_hash,
@@ -227,19 +208,7 @@ export async function findApiKeysByPrefix(db: Db, prefix: string, now: Date): Pr
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
-    tenant: {
-      id: row.tenant_id,
-      slug: row.tenant_slug,
-      name: row.tenant_name,
-      status: row.tenant_status,
-      plan: row.tenant_plan,
-      products: row.tenant_products,
-      createdAt: row.tenant_created_at,
-      updatedAt: row.tenant_updated_at,
-      metadata: row.tenant_metadata,
-      externalId: row.tenant_external_id,
-      suspensionReason: row.tenant_suspension_reason,
-    },
+    tenant: toTenant(row),
   }));
 }
 

@@ -14,7 +14,8 @@ import {
 /** Any connection: the pool, a pooled connection or a transaction. */
 export type Db = CommonQueryMethods;
 
-const tenantRow = z.object({
+/** A tenant's columns as `tenantColumns` selects them; extend it to read a tenant alongside other columns. */
+export const tenantRow = z.object({
   id: z.guid(),
   slug: z.string(),
   name: z.string(),
@@ -28,7 +29,7 @@ const tenantRow = z.object({
   suspension_reason: z.string(),
 });
 
-function toTenant(row: z.infer<typeof tenantRow>): Tenant {
+export function toTenant(row: z.infer<typeof tenantRow>): Tenant {
   return {
     id: row.id,
     slug: row.slug,
@@ -44,17 +45,24 @@ function toTenant(row: z.infer<typeof tenantRow>): Tenant {
   };
 }
 
-// One statement per lookup: the tenant and its unexpired products in a single round trip.
-const selectTenant = sql.fragment`
-  SELECT t.id, t.slug, t.name, t.status, t.plan,
-         COALESCE(
-           (SELECT array_agg(p.product::text ORDER BY p.product)
-            FROM tenant_products p
-            WHERE p.tenant_id = t.id AND (p.expires_at IS NULL OR p.expires_at > now())),
-           '{}'
-         ) AS products,
-         t.created_at, t.updated_at, t.metadata, t.external_id, t.suspension_reason
-  FROM tenants t`;
+/**
+ * The columns of tenant `t` with its products unexpired at `asOf` (default: the
+ * database's now()), so one statement reads a tenant in a single round trip.
+ */
+export function tenantColumns(asOf?: Date) {
+  const now = asOf ? sql.fragment`${sql.timestamp(asOf)}` : sql.fragment`now()`;
+  return sql.fragment`
+    t.id, t.slug, t.name, t.status, t.plan,
+    COALESCE(
+      (SELECT array_agg(p.product::text ORDER BY p.product)
+       FROM tenant_products p
+       WHERE p.tenant_id = t.id AND (p.expires_at IS NULL OR p.expires_at > ${now})),
+      '{}'
+    ) AS products,
+    t.created_at, t.updated_at, t.metadata, t.external_id, t.suspension_reason`;
+}
+
+const selectTenant = sql.fragment`SELECT ${tenantColumns()} FROM tenants t`;
 
 export async function findTenantById(db: Db, id: string): Promise<Tenant | null> {
   const row = await db.maybeOne(sql.type(tenantRow)`${selectTenant} WHERE t.id = ${id}`);
