@@ -14,7 +14,7 @@ export default defineConfig({
       {
         test: {
           name: "integration",
-          include: ["test/db/**/*.test.ts", "test/rpc/**/*.test.ts", "test/e2e/**/*.test.ts"],
+          include: ["test/db/**/*.test.ts", "test/rpc/**/*.test.ts", "test/auth/**/*.test.ts", "test/e2e/**/*.test.ts"],
           globalSetup: ["test/support/global-setup.ts"],
           testTimeout: 30_000,
           hookTimeout: 120_000,

@@ -2,10 +2,20 @@ import { createConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health } from "../gen/health/v1/health_pb.js";
-import { listAppliedMigrations } from "./db/queries/schema.js";
+import { createApiKeyAuthenticator } from "./auth/api-key-authenticator.js";
+import { createAuthenticator, type Authenticator } from "./auth/authenticate.js";
+import { createClientAddressResolver } from "./auth/client-address.js";
+import { createAuthInterceptor } from "./auth/interceptor.js";
+import { createOidcVerifier } from "./auth/oidc.js";
+import { assertEveryRpcHasAPolicy } from "./auth/permissions.js";
+import { DEV_PLATFORM_ADMIN } from "./auth/principal.js";
+import { createTenantLookup } from "./auth/tenant-lookup.js";
 import { compareSchema, schemaProblem, type MigrationPlan } from "./db/migrations.js";
 import type { DatabasePool } from "./db/pool.js";
+import { listAppliedMigrations } from "./db/queries/schema.js";
 import type { Logger } from "./logger.js";
+import { createApiKeyUsageTracker } from "./service/api-key-usage.js";
+import { createApiKeyVerifier, type ApiKeyVerifier } from "./service/api-key-verifier.js";
 import { createApiKeyHandlers } from "./service/api-keys.js";
 import { createAuditHandlers } from "./service/audit.js";
 import type { ServiceDeps } from "./service/deps.js";
@@ -19,6 +29,19 @@ import { createHttpHandler } from "./transport/http-handler.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
 import type { RequestHandler } from "./transport/server.js";
 
+export type AuthSettings = {
+  /** none: dev only, every call is a platform admin. oidc: bearer tokens or API keys. */
+  readonly mode: "oidc" | "none";
+  /** The OpenID issuer (KEYCLOAK_ISSUER); required for oidc. */
+  readonly issuer?: string;
+  readonly audience?: string;
+  readonly tenantClaim?: string;
+  readonly clockSkewSec?: number;
+  readonly trustedProxies?: readonly string[];
+  /** How often an unknown key id may refetch the issuer's keys (tests shorten it). */
+  readonly jwksCooldownMs?: number;
+};
+
 export type AppDeps = {
   readonly db: DatabasePool;
   readonly logger: Logger;
@@ -26,17 +49,46 @@ export type AppDeps = {
   readonly migrationPlan: MigrationPlan;
   readonly appEnv?: ServiceDeps["appEnv"];
   readonly clock?: () => Date;
+  readonly auth?: AuthSettings;
+  /** gRPC server reflection (v1 and v1alpha); on unless switched off. */
+  readonly reflection?: boolean;
 };
+
+function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
+  // AUTH_MODE=none (config allows it in dev only): every call is the dev platform admin.
+  if (auth.mode === "none") return async () => DEV_PLATFORM_ADMIN;
+  if (!auth.issuer) throw new Error("AUTH_MODE=oidc needs an issuer (KEYCLOAK_ISSUER)");
+  return createAuthenticator({
+    oidc: createOidcVerifier({
+      issuer: auth.issuer,
+      audience: auth.audience,
+      clockToleranceSec: auth.clockSkewSec,
+      tenantClaim: auth.tenantClaim,
+      jwksCooldownMs: auth.jwksCooldownMs,
+    }),
+    apiKeys: createApiKeyAuthenticator(verifyKey),
+    logger,
+  });
+}
 
 export type App = {
   readonly handler: RequestHandler;
   readonly readiness: Readiness;
-  /** Ends long-lived streams (health Watch) so a graceful shutdown is not held open by them. */
+  /** Ends long-lived streams and flushes pending writes, so a graceful shutdown completes. */
   beginShutdown(): void;
 };
 
 /** The composition root: everything the server needs, built from explicit dependencies. */
-export function createApp({ db, logger, migrationPlan, appEnv = "dev", clock = () => new Date() }: AppDeps): App {
+export function createApp({
+  db,
+  logger,
+  migrationPlan,
+  appEnv = "dev",
+  clock = () => new Date(),
+  auth = { mode: "none" },
+  reflection = true,
+}: AppDeps): App {
+  assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
   const readiness: Readiness = {
     async check() {
@@ -49,28 +101,41 @@ export function createApp({ db, logger, migrationPlan, appEnv = "dev", clock = (
     },
   };
 
+  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal };
+  const verifyKey = createApiKeyVerifier(deps, createApiKeyUsageTracker(deps));
+  const served = [TenantRegistryService, Health, ...(reflection ? REFLECTION_SERVICES : [])];
+
   const router = createConnectRouter({
-    interceptors: [createObservingInterceptor(logger)],
+    interceptors: [
+      createObservingInterceptor(logger),
+      createAuthInterceptor({
+        authenticate: authenticatorFor(auth, verifyKey, logger),
+        openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
+        governedService: TenantRegistryService.typeName,
+        tenants: createTenantLookup(db),
+        clientAddress: createClientAddressResolver(auth.trustedProxies ?? []),
+        db,
+        logger,
+      }),
+    ],
     // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
     jsonOptions: { alwaysEmitImplicit: true },
     readMaxBytes: 4 * 1024 * 1024,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,
   });
-  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal };
   // One module per resource; together they implement every RPC of the service.
   const implementation = {
     ...createTenantHandlers(deps),
     ...createProjectHandlers(deps),
     ...createEntitlementHandlers(deps),
     ...createIdpHandlers(deps),
-    ...createApiKeyHandlers(deps),
+    ...createApiKeyHandlers(deps, verifyKey),
     ...createAuditHandlers(deps),
-  } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
+  } satisfies ServiceImpl<typeof TenantRegistryService>;
   router.service(TenantRegistryService, implementation);
   registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], shutdown.signal);
-  const served = [TenantRegistryService, Health, ...REFLECTION_SERVICES];
-  registerReflection(router, registryOf(served), served);
+  if (reflection) registerReflection(router, registryOf(served), served);
 
   return {
     handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger }),

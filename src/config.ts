@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { cidrProblem } from "./auth/client-address.js";
 
 /**
  * The service's configuration, parsed once from the environment at the edge.
@@ -19,6 +20,18 @@ export type Config = {
   readonly shutdownGraceMs: number;
   /** Where the embedded dev database keeps its data. */
   readonly embeddedDataDir: string;
+  readonly auth: {
+    /** oidc: bearer tokens (Keycloak access tokens or API keys). none: dev only, everyone is a platform admin. */
+    readonly mode: "oidc" | "none";
+    readonly audience: string;
+    /** The claim naming a tenant-scoped principal's tenant id. */
+    readonly tenantClaim: string;
+    readonly clockSkewSec: number;
+  };
+  /** Proxies whose X-Forwarded-For is believed (IPs or CIDRs). */
+  readonly trustedProxies: readonly string[];
+  /** gRPC server reflection on the port (REFLECTION=off to hide the schema). */
+  readonly reflection: boolean;
 };
 
 export class ConfigError extends Error {
@@ -51,6 +64,21 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
   SHUTDOWN_GRACE_PERIOD: seconds.prefault("15"),
   EMBEDDED_PG_DATA_DIR: z.string().default(".data/postgres"),
+  AUTH_MODE: z.enum(["oidc", "none"], { error: "expected oidc or none" }).optional(),
+  AUTH_AUDIENCE: z.string().default("tenant-registry"),
+  AUTH_TENANT_CLAIM: z.string().default("tenant_id"),
+  AUTH_CLOCK_SKEW: z.coerce.number({ error: "expected a number of seconds" }).int().min(0).max(300).default(30),
+  TRUSTED_PROXIES: z
+    .string()
+    .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+    .superRefine((entries, ctx) => {
+      for (const entry of entries) {
+        const problem = cidrProblem(entry);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      }
+    })
+    .default([]),
+  REFLECTION: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
 });
 
 /** Parses ADDR: ":8090", "127.0.0.1:8090", "[::1]:8090", "localhost:0". */
@@ -64,7 +92,11 @@ export function parseListenAddress(addr: string): { host: string | undefined; po
   return { host: host === "" ? undefined : host, port };
 }
 
-export function loadConfig(env: Record<string, string | undefined>): Config {
+/**
+ * `purpose` "migrate" skips what only serving needs (the token issuer), so an
+ * init container runs with nothing but DATABASE_URL.
+ */
+export function loadConfig(env: Record<string, string | undefined>, purpose: "serve" | "migrate" = "serve"): Config {
   // Treat VAR= (set but empty) as unset, the way shells and compose files usually mean it.
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = envSchema.safeParse(present);
@@ -79,6 +111,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       `DATABASE_URL: required when APP_ENV=${e.APP_ENV} (the embedded PostgreSQL is for dev only)`,
     );
   }
+  const authMode = e.AUTH_MODE ?? (production ? "oidc" : "none");
+  if (authMode === "none" && production) {
+    throw new ConfigError(`AUTH_MODE: none is allowed only with APP_ENV=dev (APP_ENV=${e.APP_ENV} requires oidc)`);
+  }
+  if (production && purpose === "serve" && present["KEYCLOAK_ISSUER"] === undefined) {
+    throw new ConfigError(`KEYCLOAK_ISSUER: required when APP_ENV=${e.APP_ENV} (the issuer of the access tokens to accept)`);
+  }
   return {
     appEnv: e.APP_ENV,
     listen: parseListenAddress(e.ADDR),
@@ -89,5 +128,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.SHUTDOWN_GRACE_PERIOD,
     embeddedDataDir: e.EMBEDDED_PG_DATA_DIR,
+    auth: { mode: authMode, audience: e.AUTH_AUDIENCE, tenantClaim: e.AUTH_TENANT_CLAIM, clockSkewSec: e.AUTH_CLOCK_SKEW },
+    trustedProxies: e.TRUSTED_PROXIES,
+    reflection: e.REFLECTION === "on",
   };
 }

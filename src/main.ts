@@ -20,7 +20,7 @@ async function main(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const config = loadConfig(process.env);
+  const config = loadConfig(process.env, command === "migrate" ? "migrate" : "serve");
   switch (command) {
     case "serve": {
       const logger = createLogger(config.logLevel);

@@ -44,7 +44,19 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
     const db = await createDatabasePool(databaseUrl);
     try {
       if (config.appEnv === "dev") await seedDevData(db);
-      const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), appEnv: config.appEnv });
+      if (config.auth.mode === "none") {
+        logger.warn(
+          "AUTH_MODE=none: AUTHENTICATION IS OFF. Every call runs as a platform admin. Dev only; never expose this port.",
+        );
+      }
+      const app = createApp({
+        db,
+        logger,
+        migrationPlan: await loadMigrationPlan(),
+        appEnv: config.appEnv,
+        auth: { ...config.auth, issuer: config.keycloakIssuer, trustedProxies: config.trustedProxies },
+        reflection: config.reflection,
+      });
       const server = await listen(app.handler, config.listen, logger);
       logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${server.host}:${server.port}`);
       const signal = await stopSignal;

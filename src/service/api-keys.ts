@@ -11,7 +11,6 @@ import {
 } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import {
   findApiKeyById,
-  findApiKeysByPrefix,
   findApiKeyTenantId,
   insertApiKey,
   listApiKeysByTenant,
@@ -19,7 +18,6 @@ import {
   revokeApiKey,
   rotateApiKeySecret,
   type ApiKeyCursor,
-  type ApiKeyForVerification,
 } from "../db/queries/api-keys.js";
 import { claimIdempotencyKey } from "../db/queries/idempotency.js";
 import { findTenantRef, lockTenantForChange, type Db } from "../db/queries/tenants.js";
@@ -30,13 +28,9 @@ import {
   MAX_GRACE_PERIOD_MS,
   MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_SCOPES,
-  parseApiKeyToken,
   SCOPE_PATTERN,
-  tokenMatchesHash,
-  verificationCode,
   type ApiKey,
   type GeneratedToken,
-  type VerifyCode,
 } from "../domain/api-key.js";
 import type { AuditEventDraft } from "../domain/audit.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
@@ -45,7 +39,7 @@ import { auditContextOf } from "../transport/context.js";
 import { tenantToProto } from "../transport/convert.js";
 import { apiKeyToProto, verifyCodeToProto } from "../transport/convert-api-key.js";
 import { productFromProto } from "../transport/convert-entitlement.js";
-import { createApiKeyUsageTracker } from "./api-key-usage.js";
+import type { ApiKeyVerifier } from "./api-key-verifier.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
 import { requestFingerprint } from "./idempotency.js";
@@ -100,20 +94,8 @@ function decodeCursor(token: string, filters: unknown): ApiKeyCursor | undefined
 /** The answer for a malformed token, an unknown prefix or a wrong secret: nothing else is told. */
 const notFound = (): MessageInitShape<typeof VerifyApiKeyResponseSchema> => ({ valid: false, code: verifyCodeToProto("not_found") });
 
-/** The stored key the token belongs to, and whether it matched the previous (grace-period) secret. */
-function matchToken(token: string, prefix: string, rows: readonly ApiKeyForVerification[]) {
-  for (const row of rows) {
-    if (row.prefix === prefix && tokenMatchesHash(token, row.secretHash)) return { row, matchedPrevious: false };
-    if (row.previousPrefix === prefix && row.previousSecretHash && tokenMatchesHash(token, row.previousSecretHash)) {
-      return { row, matchedPrevious: true };
-    }
-  }
-  return undefined;
-}
-
-export function createApiKeyHandlers(deps: ServiceDeps) {
+export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifier) {
   const { db, clock } = deps;
-  const usage = createApiKeyUsageTracker(deps);
 
   return {
     async createApiKey(req, ctx) {
@@ -272,34 +254,17 @@ export function createApiKeyHandlers(deps: ServiceDeps) {
     async verifyApiKey(req) {
       const product = req.product === ProtoProductCode.UNSPECIFIED ? undefined : productFromProto(req.product);
       if (req.product !== ProtoProductCode.UNSPECIFIED && !product) throw InvalidArgumentError.field("product", "is not a known product");
-      const parsed = parseApiKeyToken(req.key);
-      if (!parsed) return notFound();
-      const now = clock();
-      const match = matchToken(req.key, parsed.prefix, await findApiKeysByPrefix(db, parsed.prefix, now));
-      if (!match) return notFound();
-      const { row, matchedPrevious } = match;
-      usage.touch(row.id, row.lastUsedAt, now);
-      const code: VerifyCode = verificationCode(
-        {
-          revokedAt: row.revokedAt,
-          expiresAt: row.expiresAt,
-          matchedPrevious,
-          previousExpiresAt: row.previousExpiresAt,
-          tenantStatus: row.tenant.status,
-          scopes: row.scopes,
-          products: row.tenant.products,
-        },
-        { requiredScopes: req.requiredScopes, product },
-        now,
-      );
+      const result = await verifyKey(req.key, { requiredScopes: req.requiredScopes, product });
+      if (result.code === "not_found") return notFound();
+      const { key } = result;
       return {
-        valid: code === "valid",
-        code: verifyCodeToProto(code),
-        keyId: row.id,
-        tenant: tenantToProto(row.tenant),
-        projectId: row.projectId ?? "",
-        scopes: [...row.scopes],
-        expiresAt: row.expiresAt ? timestampFromDate(row.expiresAt) : undefined,
+        valid: result.code === "valid",
+        code: verifyCodeToProto(result.code),
+        keyId: key.id,
+        tenant: tenantToProto(key.tenant),
+        projectId: key.projectId ?? "",
+        scopes: [...key.scopes],
+        expiresAt: key.expiresAt ? timestampFromDate(key.expiresAt) : undefined,
       };
     },
   } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;

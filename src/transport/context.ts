@@ -4,12 +4,19 @@ import { ANONYMOUS, type Actor, type AuditContext } from "../domain/audit.js";
 /** The TCP peer of the call, for audit source_ip (the same for every protocol). */
 export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "peer address" });
 
+/**
+ * The client's address as the authentication interceptor resolved it (the peer,
+ * or the first untrusted X-Forwarded-For hop behind a trusted proxy).
+ */
+export const clientAddressKey = createContextKey<string | undefined>(undefined, { description: "client address" });
+
 /** Who is calling. Anonymous until an authentication interceptor says otherwise. */
 export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor" });
 
 /** The actor and source address every audit event of this call records. */
 export function auditContextOf(ctx: HandlerContext): AuditContext {
-  return { actor: ctx.values.get(actorKey), sourceIp: normaliseIp(ctx.values.get(peerAddressKey)) };
+  const address = ctx.values.get(clientAddressKey) ?? normaliseIp(ctx.values.get(peerAddressKey));
+  return { actor: ctx.values.get(actorKey), sourceIp: address };
 }
 
 // Node reports IPv4 peers on dual-stack sockets as "::ffff:127.0.0.1".

@@ -10,6 +10,8 @@ import { PACKAGE_ROOT } from "../../src/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 
 const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+// Production needs an issuer; nothing in these tests presents a token, so it is never contacted.
+const ISSUER = "https://sso.invalid/realms/platform";
 const execFileP = promisify(execFile);
 
 type Result = { code: number; stdout: string; stderr: string };
@@ -127,6 +129,12 @@ describe("tenant-registry migrate (init-container mode)", () => {
 });
 
 describe("tenant-registry serve", () => {
+  it("refuses AUTH_MODE=none outside dev", async () => {
+    const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: "postgres://x@127.0.0.1:1/x", KEYCLOAK_ISSUER: ISSUER, AUTH_MODE: "none" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("AUTH_MODE: none is allowed only with APP_ENV=dev");
+  });
+
   it("refuses to start in stage/prod without DATABASE_URL, naming the variable", async () => {
     const result = await cli(["serve"], { APP_ENV: "stage" });
     expect(result.code).toBe(1);
@@ -141,7 +149,7 @@ describe("tenant-registry serve", () => {
 
   it("refuses to serve in prod with pending migrations and says why", async () => {
     const db = await fresh();
-    const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0" });
+    const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/refusing to serve: \d+ pending migration\(s\): 1_init\.sql, 2_api_surface\.sql/);
   });
@@ -150,7 +158,7 @@ describe("tenant-registry serve", () => {
     const db = await fresh();
     const child = spawn(process.execPath, [MAIN, "serve"], {
       cwd: PACKAGE_ROOT,
-      env: { PATH: process.env["PATH"] ?? "", APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", MIGRATE_ON_START: "true" },
+      env: { PATH: process.env["PATH"] ?? "", APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", MIGRATE_ON_START: "true", KEYCLOAK_ISSUER: ISSUER },
     });
     let out = "";
     child.stdout.on("data", (chunk) => (out += String(chunk)));
@@ -169,8 +177,8 @@ describe("tenant-registry serve", () => {
     expect(out).toContain("applied 1_init.sql");
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     expect(ready.status).toBe(200);
-    // prod does not seed: the dev tenant must not exist here.
-    expect((await fetch(`http://127.0.0.1:${port}/v1/tenants/by-slug/acme`)).status).toBe(404);
+    // prod authenticates every call (and does not seed the dev tenant).
+    expect((await fetch(`http://127.0.0.1:${port}/v1/tenants/by-slug/acme`)).status).toBe(401);
 
     child.kill("SIGTERM");
     expect({ code: await exited, out }).toMatchObject({ code: 0 });

@@ -105,7 +105,7 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("IdP config over %
     expect(await domainRows(tenant.id)).toEqual([]);
 
     const events = await auditEvents(sql, { tenantId: tenant.id });
-    const target = { tenant_id: tenant.id, target_type: "idp_config", is_anonymous: true };
+    const target = { tenant_id: tenant.id, target_type: "idp_config", is_anonymous: false, actor_id: "dev", actor_type: "user" };
     expect(events).toEqual([
       expect.objectContaining({
         ...target,

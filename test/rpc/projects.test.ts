@@ -70,7 +70,7 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("projects over %s"
     });
 
     const events = await auditEvents(sql, { tenantId: tenant.id });
-    const target = { target_id: id, target_name: "web", target_type: "project", tenant_id: tenant.id, is_anonymous: true };
+    const target = { target_id: id, target_name: "web", target_type: "project", tenant_id: tenant.id, is_anonymous: false, actor_id: "dev", actor_type: "user" };
     expect(events).toEqual([
       expect.objectContaining({
         ...target,

@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { createApp } from "../../src/app.js";
+import { createApp, type AuthSettings } from "../../src/app.js";
 import { loadMigrationPlan } from "../../src/db/migrations.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { createLogger } from "../../src/logger.js";
@@ -21,6 +21,9 @@ export type TestServer = {
 /** The real server on a real loopback port (port 0: the OS picks), logs captured. */
 export type TestServerOptions = {
   readonly appEnv?: "dev" | "stage" | "prod";
+  /** Default: AUTH_MODE=none, every call a platform admin. */
+  readonly auth?: AuthSettings;
+  readonly reflection?: boolean;
   /** A controllable clock, for expiry and grace periods without sleeping. */
   readonly clock?: () => Date;
 };

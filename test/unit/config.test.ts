@@ -14,15 +14,39 @@ describe("configuration from the environment", () => {
     });
   });
 
+  const prod = { DATABASE_URL: "postgres://u:p@db:5432/registry", KEYCLOAK_ISSUER: "https://sso.example.com/realms/platform" };
+
   it("does not migrate on start in stage and prod unless asked", () => {
-    const url = "postgres://u:p@db:5432/registry";
-    expect(loadConfig({ APP_ENV: "prod", DATABASE_URL: url }).migrateOnStart).toBe(false);
-    expect(loadConfig({ APP_ENV: "stage", DATABASE_URL: url, MIGRATE_ON_START: "true" }).migrateOnStart).toBe(true);
+    expect(loadConfig({ APP_ENV: "prod", ...prod }).migrateOnStart).toBe(false);
+    expect(loadConfig({ APP_ENV: "stage", ...prod, MIGRATE_ON_START: "true" }).migrateOnStart).toBe(true);
     expect(loadConfig({ APP_ENV: "dev", MIGRATE_ON_START: "0" }).migrateOnStart).toBe(false);
   });
 
   it("requires DATABASE_URL outside dev", () => {
     expect(() => loadConfig({ APP_ENV: "prod" })).toThrow(/DATABASE_URL: required when APP_ENV=prod/);
+  });
+
+  it("authenticates with OIDC outside dev, and allows AUTH_MODE=none only in dev", () => {
+    expect(loadConfig({}).auth).toEqual({ mode: "none", audience: "tenant-registry", tenantClaim: "tenant_id", clockSkewSec: 30 });
+    expect(loadConfig({ AUTH_MODE: "oidc" }).auth.mode).toBe("oidc");
+    expect(loadConfig({ APP_ENV: "stage", ...prod }).auth.mode).toBe("oidc");
+    expect(() => loadConfig({ APP_ENV: "prod", ...prod, AUTH_MODE: "none" })).toThrow(/AUTH_MODE: none is allowed only with APP_ENV=dev/);
+    expect(() => loadConfig({ APP_ENV: "stage", DATABASE_URL: prod.DATABASE_URL })).toThrow(/KEYCLOAK_ISSUER: required when APP_ENV=stage/);
+    // The init container runs migrations with nothing but DATABASE_URL.
+    expect(loadConfig({ APP_ENV: "prod", DATABASE_URL: prod.DATABASE_URL }, "migrate").databaseUrl).toBe(prod.DATABASE_URL);
+    expect(loadConfig({ AUTH_AUDIENCE: "registry", AUTH_TENANT_CLAIM: "org", AUTH_CLOCK_SKEW: "5" }).auth).toMatchObject({
+      audience: "registry",
+      tenantClaim: "org",
+      clockSkewSec: 5,
+    });
+  });
+
+  it("parses TRUSTED_PROXIES and REFLECTION", () => {
+    expect(loadConfig({ TRUSTED_PROXIES: "10.0.0.0/8, 192.168.1.1,::1/128" }).trustedProxies).toEqual(["10.0.0.0/8", "192.168.1.1", "::1/128"]);
+    expect(loadConfig({}).reflection).toBe(true);
+    expect(loadConfig({ REFLECTION: "off" }).reflection).toBe(false);
+    expect(() => loadConfig({ TRUSTED_PROXIES: "10.0.0.0/33" })).toThrow(/TRUSTED_PROXIES: "10.0.0.0\/33" has an invalid prefix length/);
+    expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.internal" })).toThrow(/TRUSTED_PROXIES/);
   });
 
   it("treats an empty variable as unset", () => {
@@ -37,6 +61,8 @@ describe("configuration from the environment", () => {
     [{ DATABASE_WAIT_TIMEOUT: "-1" }, /DATABASE_WAIT_TIMEOUT/],
     [{ ADDR: "8090" }, /ADDR: expected host:port/],
     [{ ADDR: ":99999" }, /ADDR/],
+    [{ AUTH_MODE: "basic" }, /AUTH_MODE: expected oidc or none/],
+    [{ REFLECTION: "maybe" }, /REFLECTION: expected on or off/],
   ])("names the variable in error for %j", (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

@@ -185,3 +185,7 @@ export async function lockTenantForChange(tx: Db, tenantId: string): Promise<Ten
 export async function findTenantRef(db: Db, tenantId: string): Promise<TenantRef | null> {
   return db.maybeOne(sql.type(tenantRefRow)`SELECT id, slug, status FROM tenants WHERE id = ${tenantId}`);
 }
+
+export async function findTenantIdBySlug(db: Db, slug: string): Promise<string | null> {
+  return db.maybeOneFirst(sql.type(z.object({ id: z.guid() }))`SELECT id FROM tenants WHERE slug = ${slug}`);
+}

@@ -1,0 +1,204 @@
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
+import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { IdpProtocol } from "../../gen/breakpilot/tenantregistry/v1/idp_pb.js";
+import { RPC_POLICIES } from "../../src/auth/permissions.js";
+import { insertApiKeyRow, insertIdpConfig, insertProject, tokenFor, type RoleName } from "../support/auth.js";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { insertTenant, uniqueSlug } from "../support/fixtures.js";
+import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
+import { clientFor, startTestServer, type TestServer } from "../support/server.js";
+
+type Registry = Client<typeof TenantRegistryService>;
+type Caller = RoleName | "api-key:tenant-admin" | "api-key:tenant-viewer";
+const CALLERS: readonly Caller[] = ["platform-admin", "service", "tenant-admin", "tenant-viewer", "api-key:tenant-admin", "api-key:tenant-viewer"];
+
+/**
+ * The spec: which callers may use which RPC on their own tenant ("Y"), and
+ * which get PermissionDenied ("-"). Written out by hand, not derived from the
+ * policy table under test.
+ *                              admin service t-admin t-viewer key:admin key:viewer */
+const MATRIX: Record<string, string> = {
+  CreateTenant: "              Y     -       -       -        -         -",
+  GetTenant: "                 Y     Y       Y       Y        Y         Y",
+  GetTenantBySlug: "           Y     Y       Y       Y        Y         Y",
+  ListTenants: "               Y     Y       -       -        -         -",
+  UpdateTenant: "              Y     -       -       -        -         -",
+  SuspendTenant: "             Y     -       -       -        -         -",
+  ReactivateTenant: "          Y     -       -       -        -         -",
+  ArchiveTenant: "             Y     -       -       -        -         -",
+  DeleteTenant: "              Y     -       -       -        -         -",
+  CreateProject: "             Y     -       Y       -        Y         -",
+  GetProject: "                Y     Y       Y       Y        Y         Y",
+  ListProjects: "              Y     Y       Y       Y        Y         Y",
+  UpdateProject: "             Y     -       Y       -        Y         -",
+  DeleteProject: "             Y     -       Y       -        Y         -",
+  GrantProduct: "              Y     -       -       -        -         -",
+  RevokeProduct: "             Y     -       -       -        -         -",
+  ListTenantProducts: "        Y     -       Y       Y        Y         Y",
+  CheckEntitlement: "          Y     Y       -       -        -         -",
+  SetIdpConfig: "              Y     -       Y       -        Y         -",
+  GetIdpConfig: "              Y     -       Y       -        Y         -",
+  DeleteIdpConfig: "           Y     -       Y       -        Y         -",
+  ResolveIdp: "                Y     Y       -       -        -         -",
+  CreateApiKey: "              Y     -       Y       -        Y         -",
+  ListApiKeys: "               Y     -       Y       -        Y         -",
+  GetApiKey: "                 Y     -       Y       -        Y         -",
+  RevokeApiKey: "              Y     -       Y       -        Y         -",
+  RotateApiKey: "              Y     -       Y       -        Y         -",
+  VerifyApiKey: "              Y     Y       -       -        -         -",
+  RecordAuditEvents: "         Y     Y       -       -        -         -",
+  ListAuditEvents: "           Y     -       Y       Y        Y         Y",
+  ExportAuditEvents: "         Y     -       Y       Y        Y         Y",
+};
+const allowed = (rpc: string, caller: Caller) => MATRIX[rpc]!.trim().split(/\s+/)[CALLERS.indexOf(caller)] === "Y";
+
+type World = { tenantId: string; slug: string; projectId: string; apiKeyId: string };
+
+/** One call of each RPC against `w`'s tenant; destructive calls get fresh resources. */
+const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<unknown>> = {
+  CreateTenant: (c) => c.createTenant({ slug: uniqueSlug("m"), name: "Matrix" }),
+  GetTenant: (c, w) => c.getTenant({ id: w.tenantId }),
+  GetTenantBySlug: (c, w) => c.getTenantBySlug({ slug: w.slug }),
+  ListTenants: (c) => c.listTenants({ pageSize: 1 }),
+  UpdateTenant: (c, w) => c.updateTenant({ tenant: { id: w.tenantId, name: "Renamed" }, updateMask: { paths: ["name"] } }),
+  SuspendTenant: (c, w) => c.suspendTenant({ id: w.tenantId, reason: "matrix" }),
+  ReactivateTenant: (c, w) => c.reactivateTenant({ id: w.tenantId }),
+  ArchiveTenant: (c, w) => c.archiveTenant({ id: w.tenantId }), // active: FailedPrecondition when allowed
+  DeleteTenant: (c, w) => c.deleteTenant({ id: w.tenantId }), // not archived: FailedPrecondition when allowed
+  CreateProject: (c, w) => c.createProject({ tenantId: w.tenantId, slug: uniqueSlug("p"), name: "P" }),
+  GetProject: (c, w) => c.getProject({ tenantId: w.tenantId, id: w.projectId }),
+  ListProjects: (c, w) => c.listProjects({ tenantId: w.tenantId }),
+  UpdateProject: (c, w) => c.updateProject({ project: { tenantId: w.tenantId, id: w.projectId, name: "Q" }, updateMask: { paths: ["name"] } }),
+  DeleteProject: async (c, w, sql) => c.deleteProject({ tenantId: w.tenantId, id: await insertProject(sql, w.tenantId) }),
+  GrantProduct: (c, w) => c.grantProduct({ tenantId: w.tenantId, product: ProductCode.COMPLIANCE }),
+  RevokeProduct: (c, w) => c.revokeProduct({ tenantId: w.tenantId, product: ProductCode.COMPLIANCE }),
+  ListTenantProducts: (c, w) => c.listTenantProducts({ tenantId: w.tenantId }),
+  CheckEntitlement: (c, w) => c.checkEntitlement({ tenant: w.slug, product: ProductCode.CERTIFAI }),
+  SetIdpConfig: (c, w) =>
+    c.setIdpConfig({
+      tenantId: w.tenantId,
+      idpConfig: { protocol: IdpProtocol.OIDC, issuerUrl: "https://idp.example.com/realms/m", clientId: "c", emailDomains: [`${uniqueSlug("d")}.example`], enabled: true },
+    }),
+  GetIdpConfig: (c, w) => c.getIdpConfig({ tenantId: w.tenantId }),
+  DeleteIdpConfig: async (c, w, sql) => {
+    await sql.query("DELETE FROM tenant_idp_config WHERE tenant_id = $1", [w.tenantId]);
+    await insertIdpConfig(sql, w.tenantId);
+    return c.deleteIdpConfig({ tenantId: w.tenantId });
+  },
+  ResolveIdp: (c) => c.resolveIdp({ email: "someone@nowhere.example" }), // NotFound when allowed
+  CreateApiKey: (c, w) => c.createApiKey({ tenantId: w.tenantId, name: "matrix" }),
+  ListApiKeys: (c, w) => c.listApiKeys({ tenantId: w.tenantId }),
+  GetApiKey: (c, w) => c.getApiKey({ id: w.apiKeyId }),
+  RevokeApiKey: async (c, w, sql) => c.revokeApiKey({ id: await insertApiKeyRow(sql, w.tenantId) }),
+  RotateApiKey: async (c, w, sql) => c.rotateApiKey({ id: await insertApiKeyRow(sql, w.tenantId) }),
+  VerifyApiKey: (c) => c.verifyApiKey({ key: "trk_notarealkey00_x" }),
+  RecordAuditEvents: (c, w) =>
+    c.recordAuditEvents({ events: [{ tenantId: w.tenantId, action: "report.view", crud: "r", actor: { id: "u1", name: "U", type: "user" } }] }),
+  ListAuditEvents: (c, w) => c.listAuditEvents({ tenantId: w.tenantId }),
+  ExportAuditEvents: async (c, w) => {
+    for await (const _ of c.exportAuditEvents({ tenantId: w.tenantId })) {
+      // drain
+    }
+  },
+};
+
+let db: TestDatabase;
+let sql: pg.Client;
+let issuer: OidcIssuer;
+let server: TestServer;
+let admin: Registry;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = await db.client();
+  issuer = await startOidcIssuer();
+  server = await startTestServer(await db.pool(), { auth: { mode: "oidc", issuer: issuer.issuer } });
+  admin = clientFor(TenantRegistryService, server.baseUrl, "grpc", { authorization: `Bearer ${await tokenFor(issuer, "platform-admin")}` });
+});
+afterAll(async () => {
+  await server?.close();
+  await issuer?.stop();
+  await db?.drop();
+});
+
+/** A tenant of the caller's own, with a product, a project, a key and an IdP config. */
+async function world(): Promise<World> {
+  const tenant = await insertTenant(sql, { products: ["certifai"] });
+  await insertIdpConfig(sql, tenant.id);
+  return { tenantId: tenant.id, slug: tenant.slug, projectId: await insertProject(sql, tenant.id), apiKeyId: await insertApiKeyRow(sql, tenant.id) };
+}
+
+/** A client acting as `caller`, confined (where the caller is tenant-scoped) to `w`'s tenant. */
+async function clientAs(caller: Caller, w: World): Promise<Registry> {
+  let credential: string;
+  if (caller.startsWith("api-key:")) {
+    const scope = caller.slice("api-key:".length);
+    const { secret } = await admin.createApiKey({ tenantId: w.tenantId, name: `as ${scope}`, scopes: [scope] });
+    credential = secret;
+  } else {
+    credential = await tokenFor(issuer, caller as RoleName, { tenantId: w.tenantId });
+  }
+  return clientFor(TenantRegistryService, server.baseUrl, "connect-binary-h2", { authorization: `Bearer ${credential}` });
+}
+
+const codeOf = (p: Promise<unknown>) => p.then(() => "OK", (e: unknown) => Code[ConnectError.from(e).code]);
+
+describe("every RPC has an entry in the matrix and in the policy table", () => {
+  it("covers exactly the RPCs of the service", () => {
+    const rpcs = TenantRegistryService.methods.map((m) => m.name).sort();
+    expect(Object.keys(MATRIX).sort()).toEqual(rpcs);
+    expect(Object.keys(CALLS).sort()).toEqual(rpcs);
+    expect(Object.keys(RPC_POLICIES).sort()).toEqual(rpcs);
+  });
+});
+
+describe.each(CALLERS)("as %s, on its own tenant", (caller) => {
+  let w: World;
+  let client: Registry;
+  beforeAll(async () => {
+    w = await world();
+    client = await clientAs(caller, w);
+  });
+
+  it.each(Object.keys(MATRIX))("%s", async (rpc) => {
+    const code = await codeOf(CALLS[rpc]!(client, w, sql));
+    if (allowed(rpc, caller)) expect(code, `${caller} may call ${rpc}`).not.toMatch(/^(PermissionDenied|Unauthenticated)$/);
+    else expect(code, `${caller} may not call ${rpc}`).toBe("PermissionDenied");
+  });
+});
+
+describe("tenant isolation", () => {
+  const TENANT_RPCS = Object.keys(MATRIX).filter((rpc) => RPC_POLICIES[rpc]!.tenant.by !== "none" && rpc !== "CheckEntitlement");
+
+  describe.each(["tenant-admin", "tenant-viewer", "api-key:tenant-admin"] as const)("%s of tenant A", (caller) => {
+    let a: World;
+    let b: World;
+    let client: Registry;
+    beforeAll(async () => {
+      a = await world();
+      b = await world();
+      client = await clientAs(caller, a);
+    });
+
+    it.each(TENANT_RPCS)("gets NotFound for tenant B's resources from %s", async (rpc) => {
+      expect(await codeOf(CALLS[rpc]!(client, b, sql))).toBe("NotFound");
+    });
+  });
+
+  it("records denied calls to mutating RPCs as failure events with the caller as actor", async () => {
+    const w = await world();
+    const subject = `viewer-${uniqueSlug()}`;
+    const viewer = clientFor(TenantRegistryService, server.baseUrl, "grpc", {
+      authorization: `Bearer ${await tokenFor(issuer, "tenant-viewer", { tenantId: w.tenantId, subject, name: "Vera Viewer" })}`,
+    });
+    await expect(viewer.createProject({ tenantId: w.tenantId, slug: "nope", name: "Nope" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    const { rows } = await sql.query("SELECT action, crud, actor_id, actor_name, actor_type, is_failure, tenant_id FROM audit_log WHERE actor_id = $1", [subject]);
+    expect(rows).toEqual([
+      { action: "project.create", crud: "c", actor_id: subject, actor_name: "Vera Viewer", actor_type: "user", is_failure: true, tenant_id: w.tenantId },
+    ]);
+    expect((await sql.query("SELECT 1 FROM tenant_projects WHERE tenant_id = $1 AND slug = 'nope'", [w.tenantId])).rowCount).toBe(0);
+  });
+});
