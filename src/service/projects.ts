@@ -129,7 +129,10 @@ export function createProjectHandlers({ db }: ServiceDeps) {
             action: "project.update",
             crud: "u",
             target: { id, name: updated.slug, type: "project" },
-            fields: changes,
+            // Like tenant.update: each changed field with its old and new value.
+            fields: Object.fromEntries(
+              Object.entries(changes).map(([field, to]) => [field, { from: current[field as ProjectUpdatable], to }]),
+            ),
           },
         };
       });

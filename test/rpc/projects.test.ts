@@ -78,9 +78,9 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("projects over %s"
         crud: "c",
         fields: { slug: "web", name: "Web App", description: "The web app" },
       }),
-      // Only what changed, with its new value.
-      expect.objectContaining({ ...target, action: "project.update", crud: "u", fields: { name: "Website" } }),
-      expect.objectContaining({ ...target, action: "project.update", crud: "u", fields: { description: "" } }),
+      // Only what changed, from its old to its new value.
+      expect.objectContaining({ ...target, action: "project.update", crud: "u", fields: { name: { from: "Web App", to: "Website" } } }),
+      expect.objectContaining({ ...target, action: "project.update", crud: "u", fields: { description: { from: "The web app", to: "" } } }),
       expect.objectContaining({ ...target, action: "project.delete", crud: "d", fields: { api_keys_deleted: 0 } }),
     ]);
   });
@@ -316,8 +316,8 @@ describe("projects over REST", () => {
 
     expect((await auditEvents(sql, { tenantId: tenant.id })).map((e) => [e.action, e.fields])).toEqual([
       ["project.create", { slug: "web", name: "Web", description: "" }],
-      ["project.update", { name: "New" }],
-      ["project.update", { description: "Site" }],
+      ["project.update", { name: { from: "Web", to: "New" } }],
+      ["project.update", { description: { from: "", to: "Site" } }],
       ["project.delete", { api_keys_deleted: 0 }],
     ]);
   });
