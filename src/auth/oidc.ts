@@ -53,6 +53,7 @@ export type TokenErrorReason =
   | "signature verification failed"
   | "unknown signing key"
   | "algorithm not allowed"
+  | "not an access token"
   | "token could not be verified"
   | "issuer unreachable"
   | "issuer misconfigured";
@@ -116,6 +117,9 @@ export function createOidcVerifier(options: OidcVerifierOptions): OidcVerifier {
           // jose accepts a token without `exp` as valid forever.
           requiredClaims: ["sub", "exp"],
         });
+        // Keycloak marks its tokens' kind in `typ`: an ID or refresh token that happens to
+        // carry our audience is still not a credential for calling an API.
+        if (payload["typ"] !== undefined && payload["typ"] !== "Bearer") throw new TokenError("not an access token");
         return toVerifiedToken(payload, settings);
       } catch (error) {
         throw toTokenError(error);

@@ -140,6 +140,12 @@ describe("OIDC bearer-token verifier", () => {
     expect((await rejection(verifier().verify(token))).reason).toBe("audience mismatch");
   });
 
+  it("rejects an ID token (typ ID) even with the right audience, and accepts typ Bearer", async () => {
+    const idToken = await issuer.issue({ typ: "ID" });
+    expect((await rejection(verifier().verify(idToken))).reason).toBe("not an access token");
+    await expect(verifier().verify(await issuer.issue({ typ: "Bearer" }))).resolves.toMatchObject({ subject: expect.any(String) });
+  });
+
   it("rejects alg none without asking the issuer", async () => {
     const valid = await issuer.issue({ realm_access: { roles: ["tenant-admin"] } });
     const unsigned = `${encodeJson({ alg: "none", typ: "JWT" })}.${segments(valid)[1]}.`;
