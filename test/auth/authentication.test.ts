@@ -131,6 +131,22 @@ describe("what stays open", () => {
   });
 });
 
+describe("REFLECTION=off", () => {
+  it("hides the schema: buf curl cannot list services, while health stays open", async () => {
+    const hidden = await startTestServer(await db.pool(), { auth: { mode: "oidc", issuer: issuer.issuer }, reflection: false });
+    try {
+      const listing = await run(BUF, ["curl", "--http2-prior-knowledge", "--list-services", hidden.baseUrl]).then(
+        () => undefined,
+        (e: { stderr: string }) => e,
+      );
+      expect(listing?.stderr).toMatch(/unimplemented|not implemented|reflection/i);
+      expect((await clientFor(Health, hidden.baseUrl, "grpc").check({})).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    } finally {
+      await hidden.close();
+    }
+  });
+});
+
 describe("the issuer", () => {
   it("rotating its signing key needs no restart", async () => {
     await issuer.rotateKey({ dropOld: true });
