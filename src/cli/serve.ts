@@ -58,7 +58,8 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         reflection: config.reflection,
       });
       const server = await listen(app.handler, config.listen, logger);
-      logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${server.host}:${server.port}`);
+      const where = server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`;
+      logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${where}`);
       const signal = await stopSignal;
       logger.info({ signal }, "shutting down: draining in-flight calls");
       app.beginShutdown();
