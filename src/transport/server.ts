@@ -54,6 +54,8 @@ export async function listen(
       requestTimeout: limits.requestTimeoutMs,
       headersTimeout: limits.headersTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // Node checks the two timeouts above only this often (default 30 s).
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
     },
     handler,
   );
@@ -67,9 +69,13 @@ export async function listen(
     session.setTimeout(limits.idleSessionTimeoutMs, () => session.close());
   });
   h2.on("sessionError", (error) => logger.debug({ err: error }, "http2 session error"));
-  h1.on("clientError", (error, socket) => {
+  h1.on("clientError", (error: NodeJS.ErrnoException, socket) => {
     logger.debug({ err: error }, "http/1.1 client error");
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    const status =
+      error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout"
+      : error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large"
+      : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
   });
 
   const tcp = net.createServer((socket) => {
@@ -108,6 +114,9 @@ export async function listen(
     });
   });
   tcp.on("error", (error) => logger.error({ err: error }, "listener error"));
+  // The HTTP/1.1 server never listens itself (we hand it connections), but its
+  // slow-client checks (headers and request timeouts) start on "listening".
+  h1.emit("listening");
   const bound = tcp.address() as net.AddressInfo;
 
   return {
@@ -126,6 +135,7 @@ export async function listen(
         for (const socket of sockets) socket.destroy();
       }
       await closed;
+      h1.close(() => {}); // stops the slow-client checks; nothing is listening to close
     },
   };
 }
