@@ -188,7 +188,8 @@ export type ApiKeyForVerification = {
  * another's previous prefix, which the writers prevent.
  */
 export async function findApiKeysByPrefix(db: Db, prefix: string, now: Date): Promise<ApiKeyForVerification[]> {
-  const rows = await db.any(sql.type(verificationRow)`
+  // A named prepared statement: planned once per connection, not per call.
+  const rows = await db.any(sql.prepared("api_key_by_prefix", verificationRow)`
     SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
            k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
            k.scopes, k.expires_at, k.revoked_at, k.last_used_at,

@@ -82,8 +82,11 @@ export async function findEntitlementFacts(
   tenant: { readonly id: string } | { readonly slug: string },
   product: ProductCode,
 ): Promise<EntitlementFacts> {
-  const where = "id" in tenant ? sql.fragment`t.id = ${tenant.id}` : sql.fragment`t.slug = ${tenant.slug}`;
-  const row = await db.maybeOne(sql.type(entitlementRow)`
+  const byId = "id" in tenant;
+  const where = byId ? sql.fragment`t.id = ${tenant.id}` : sql.fragment`t.slug = ${tenant.slug}`;
+  // A named prepared statement: planned once per connection, not per call.
+  const statement = sql.prepared(byId ? "entitlement_by_tenant_id" : "entitlement_by_tenant_slug", entitlementRow);
+  const row = await db.maybeOne(statement`
     SELECT t.id AS tenant_id, t.status, t.plan,
            p.tenant_id IS NOT NULL AS granted, p.expires_at, p.limits::text AS limits
     FROM tenants t
