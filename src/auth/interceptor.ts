@@ -5,7 +5,7 @@ import type { Db } from "../db/queries/tenants.js";
 import type { Crud } from "../domain/audit.js";
 import { isUuid } from "../domain/ids.js";
 import type { Logger } from "../logger.js";
-import { actorKey, clientAddressKey, peerAddressKey } from "../transport/context.js";
+import { actorKey, clientAddressKey, peerAddressKey, principalKey } from "../transport/context.js";
 import { AuthenticationError, type Authenticator } from "./authenticate.js";
 import { permissionsOf, RPC_POLICIES, type RpcPolicy, type TenantLocator } from "./permissions.js";
 import { actorOf, isTenantScoped, type Principal } from "./principal.js";
@@ -46,6 +46,7 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
       throw error;
     }
     req.contextValues.set(actorKey, actorOf(principal));
+    req.contextValues.set(principalKey, principal);
 
     const policy = req.service.typeName === options.governedService ? RPC_POLICIES[req.method.name] : undefined;
     if (!policy) throw new ConnectError(`no authorization policy for ${req.method.name}`, Code.PermissionDenied);

@@ -6,7 +6,7 @@
 export type FieldViolation = { readonly field: string; readonly description: string };
 
 export abstract class DomainError extends Error {
-  abstract readonly kind: "invalid_argument" | "not_found" | "already_exists" | "failed_precondition";
+  abstract readonly kind: "invalid_argument" | "not_found" | "already_exists" | "failed_precondition" | "permission_denied";
 }
 
 export class InvalidArgumentError extends DomainError {
@@ -44,4 +44,10 @@ export class AlreadyExistsError extends DomainError {
 export class FailedPreconditionError extends DomainError {
   override readonly name = "FailedPreconditionError";
   readonly kind = "failed_precondition";
+}
+
+/** The caller may call the RPC, but not do this particular thing with it (e.g. grant more than it holds). */
+export class PermissionDeniedError extends DomainError {
+  override readonly name = "PermissionDeniedError";
+  readonly kind = "permission_denied";
 }

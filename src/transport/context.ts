@@ -1,4 +1,5 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import type { Principal } from "../auth/principal.js";
 import { ANONYMOUS, type Actor, type AuditContext } from "../domain/audit.js";
 
 /** The TCP peer of the call, for audit source_ip (the same for every protocol). */
@@ -9,6 +10,9 @@ export const peerAddressKey = createContextKey<string | undefined>(undefined, { 
  * or the first untrusted X-Forwarded-For hop behind a trusted proxy).
  */
 export const clientAddressKey = createContextKey<string | undefined>(undefined, { description: "client address" });
+
+/** The verified caller, for the few checks a handler must make itself (set by the auth interceptor). */
+export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "principal" });
 
 /** Who is calling. Anonymous until an authentication interceptor says otherwise. */
 export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor" });

@@ -19,6 +19,7 @@ const DOMAIN_CODES = {
   not_found: Code.NotFound,
   already_exists: Code.AlreadyExists,
   failed_precondition: Code.FailedPrecondition,
+  permission_denied: Code.PermissionDenied,
 } as const satisfies Record<DomainError["kind"], Code>;
 
 // Node's socket errors and PostgreSQL's "cannot serve right now" states (class 57, 08).
