@@ -7,8 +7,8 @@ import { isUuid } from "../domain/ids.js";
 import type { Logger } from "../logger.js";
 import { actorKey, clientAddressKey, peerAddressKey, principalKey } from "../transport/context.js";
 import { AuthenticationError, type Authenticator } from "./authenticate.js";
-import { permissionsOf, RPC_POLICIES, type RpcPolicy, type TenantLocator } from "./permissions.js";
-import { actorOf, isTenantScoped, type Principal } from "./principal.js";
+import { platformPermissionsOf, RPC_POLICIES, tenantPermissionsOf, type RpcPolicy, type TenantLocator } from "./permissions.js";
+import { actorOf, type Principal } from "./principal.js";
 import type { TenantLookup } from "./tenant-lookup.js";
 
 export type AuthOptions = {
@@ -31,6 +31,7 @@ export type AuthOptions = {
  * never leaks; lacking a permission on its own tenant gets PermissionDenied.
  */
 export function createAuthInterceptor(options: AuthOptions): Interceptor {
+  const denialBudget = createDenialBudget();
   return (next) => async (req) => {
     if (options.openServices.has(req.service.typeName)) return next(req);
     const address = options.clientAddress(req.contextValues.get(peerAddressKey), req.header.get("x-forwarded-for"));
@@ -64,15 +65,29 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
 
     const denial = await authorize(principal, policy, req.method.input, message, options.tenants);
     if (denial) {
-      if (policy.auditAction) await recordDenial(options, principal, policy, req.method.name, denial, address);
+      if (policy.auditAction) {
+        if (denialBudget.take(`${principal.kind}:${principal.id}`)) {
+          await recordDenial(options, principal, policy, req.method.name, denial, address);
+        } else {
+          options.logger.warn({ actor: principal.id, rpc: req.method.name }, "denied call not audited: too many denials from this principal this minute");
+        }
+      }
       throw new ConnectError(denial.message, denial.code);
     }
     return next(req);
   };
 }
 
-type Denial = { code: Code; message: string; requestedTenant?: string };
+type Denial = { code: Code; message: string; requested?: string };
 
+/**
+ * Platform roles (platform-admin, service) act on every tenant. Everything else
+ * a principal holds (tenant roles, an API key's scopes) counts on its own
+ * tenant only, so holding a platform role never widens a tenant role's reach,
+ * and vice versa. Whatever cannot be shown to be the caller's own tenant
+ * answers NotFound, whether it belongs to another tenant or to nobody, so
+ * existence never leaks through the choice of error.
+ */
 async function authorize(
   principal: Principal,
   policy: RpcPolicy,
@@ -80,37 +95,30 @@ async function authorize(
   message: Message,
   tenants: TenantLookup,
 ): Promise<Denial | undefined> {
-  const permitted = permissionsOf(principal).has(policy.permission);
-  if (!isTenantScoped(principal)) {
-    return permitted ? undefined : { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
-  }
+  const denied: Denial = { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
+  if (platformPermissionsOf(principal).has(policy.permission)) return undefined;
+  if (policy.tenant.by === "none") return denied;
   if (!principal.tenantId) {
-    return { code: Code.PermissionDenied, message: "permission denied: tenant role without a tenant claim" };
+    return principal.roles.length > 0 ? { ...denied, message: "permission denied: tenant role without a tenant claim" } : denied;
   }
+  const permitted = tenantPermissionsOf(principal).has(policy.permission);
   const located = await locateTenant(policy.tenant, input, message, tenants);
-  if (located.kind === "other-tenant-unknown") {
-    // The request names nothing resolvable: the handler answers it (InvalidArgument / NotFound).
-    return permitted ? undefined : { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
+  if (located.kind === "tenant" && located.tenantId === principal.tenantId) return permitted ? undefined : denied;
+  if (located.kind === "unresolved" && permitted) {
+    // Nothing to resolve (an unknown slug or key, a malformed id): the handler answers
+    // it exactly as it would for the caller's own tenant (NotFound / InvalidArgument).
+    return undefined;
   }
-  if (located.kind === "platform") {
-    return permitted ? undefined : { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
-  }
-  if (located.tenantId !== principal.tenantId) {
-    // Another tenant's resource: answer exactly as if it did not exist.
-    return { code: Code.NotFound, message: located.notFound, requestedTenant: located.tenantId };
-  }
-  return permitted ? undefined : { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
+  return { code: Code.NotFound, message: located.notFound, requested: located.requested };
 }
 
 type Located =
-  | { kind: "platform" }
-  | { kind: "other-tenant-unknown" }
-  | { kind: "tenant"; tenantId: string; notFound: string };
+  | { kind: "unresolved"; requested: string; notFound: string }
+  | { kind: "tenant"; tenantId: string; requested: string; notFound: string };
 
 async function locateTenant(locator: TenantLocator, input: DescMessage, message: Message, tenants: TenantLookup): Promise<Located> {
-  if (locator.by === "none") return { kind: "platform" };
-  const value = fieldValue(input, message, locator.field);
-  if (typeof value !== "string" || value === "") return { kind: "other-tenant-unknown" };
+  const raw = locator.by === "none" ? undefined : fieldValue(input, message, locator.field);
+  const value = typeof raw === "string" ? raw : "";
   let tenantId: string | undefined;
   let notFound = `tenant ${value} not found`;
   switch (locator.by) {
@@ -123,12 +131,14 @@ async function locateTenant(locator: TenantLocator, input: DescMessage, message:
     case "id_or_slug":
       tenantId = isUuid(value) ? value.toLowerCase() : await tenants.bySlug(value);
       break;
+    case "none":
+      break;
     case "api_key_id":
       tenantId = isUuid(value) ? await tenants.byApiKeyId(value) : undefined;
       notFound = `api key ${value} not found`;
       break;
   }
-  return tenantId ? { kind: "tenant", tenantId, notFound } : { kind: "other-tenant-unknown" };
+  return tenantId ? { kind: "tenant", tenantId, requested: value, notFound } : { kind: "unresolved", requested: value, notFound };
 }
 
 /** Reads a (possibly dotted) proto field path such as "project.tenant_id" from a message. */
@@ -163,7 +173,8 @@ async function recordDenial(
         tenantId: principal.tenantId && isUuid(principal.tenantId) ? principal.tenantId : null,
         action,
         crud: CRUD_OF_VERB[action.split(".").at(-1)!] ?? "u",
-        target: { id: denial.requestedTenant ?? method, type: denial.requestedTenant ? "tenant" : "rpc", name: method },
+        // What the caller asked for, as it asked: never an id it could not already see.
+        target: { id: denial.requested || method, type: "rpc", name: method },
         description: `denied: ${denial.message}`,
         fields: { rpc: method, permission: policy.permission, code: Code[denial.code] },
         isFailure: true,
@@ -174,4 +185,29 @@ async function recordDenial(
     // The principal's tenant may be gone, or the database down: the denial stands either way.
     options.logger.warn({ err: error, method }, "could not record a denied call in the audit log");
   }
+}
+
+const DENIAL_EVENTS_PER_MINUTE = 30;
+
+/**
+ * Denied calls are audited, but a principal hammering the API must not be able
+ * to flood the audit log: a token bucket per principal, refilled continuously,
+ * allows bursts of 30 and 30 a minute after that.
+ */
+function createDenialBudget(now: () => number = Date.now) {
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  const refillPerMs = DENIAL_EVENTS_PER_MINUTE / 60_000;
+  return {
+    take(principal: string): boolean {
+      const t = now();
+      const bucket = buckets.get(principal) ?? { tokens: DENIAL_EVENTS_PER_MINUTE, at: t };
+      bucket.tokens = Math.min(DENIAL_EVENTS_PER_MINUTE, bucket.tokens + (t - bucket.at) * refillPerMs);
+      bucket.at = t;
+      if (buckets.size > 10_000) buckets.clear(); // bounded memory; a reset only grants fresh bursts
+      buckets.set(principal, bucket);
+      if (bucket.tokens < 1) return false;
+      bucket.tokens -= 1;
+      return true;
+    },
+  };
 }

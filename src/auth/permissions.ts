@@ -13,6 +13,8 @@ export const PERMISSIONS = [
   "idp:read",
   "idp:write",
   "idp:resolve",
+  /** Assign email domains to an IdP config (ResolveIdp routes them): platform admins only, once ownership is verified. */
+  "idp:domains",
   "api_keys:read",
   "api_keys:write",
   "api_keys:verify",
@@ -118,9 +120,23 @@ export function permissionsOfScopes(scopes: readonly string[]): Set<Permission> 
   return granted;
 }
 
-export function permissionsOf(principal: Principal): Set<Permission> {
+const PLATFORM_ROLES: readonly Role[] = ["platform-admin", "service"];
+
+/** What the principal may do on every tenant: what its platform roles allow. */
+export function platformPermissionsOf(principal: Principal): Set<Permission> {
+  if (principal.kind === "api_key") return new Set();
+  return new Set(principal.roles.filter((r) => PLATFORM_ROLES.includes(r)).flatMap((role) => ROLE_PERMISSIONS[role]));
+}
+
+/** What the principal may do on its own tenant only: its tenant roles, or an API key's scopes. */
+export function tenantPermissionsOf(principal: Principal): Set<Permission> {
   if (principal.kind === "api_key") return permissionsOfScopes(principal.scopes ?? []);
-  return new Set(principal.roles.flatMap((role) => ROLE_PERMISSIONS[role]));
+  return new Set(principal.roles.filter((r) => !PLATFORM_ROLES.includes(r)).flatMap((role) => ROLE_PERMISSIONS[role]));
+}
+
+/** Everything the principal holds, wherever it applies. */
+export function permissionsOf(principal: Principal): Set<Permission> {
+  return new Set([...platformPermissionsOf(principal), ...tenantPermissionsOf(principal)]);
 }
 
 /** Fails at startup (and in a test) when an RPC has no policy, or a policy names no RPC. */

@@ -27,8 +27,3 @@ export const DEV_PLATFORM_ADMIN: Principal = {
 export function actorOf(principal: Principal): Actor {
   return { kind: principal.kind, id: principal.id, name: principal.name };
 }
-
-/** Platform-wide roles see every tenant; the others are confined to their own. */
-export function isTenantScoped(principal: Principal): boolean {
-  return !principal.roles.includes("platform-admin") && !principal.roles.includes("service");
-}
