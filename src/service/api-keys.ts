@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ForeignKeyIntegrityConstraintViolationError } from "slonik";
 import { ProductCode as ProtoProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import {
@@ -32,10 +32,11 @@ import {
   type ApiKey,
   type GeneratedToken,
 } from "../domain/api-key.js";
+import { grantDenial, manageDenial, scopesNotHeld } from "../domain/api-key-grants.js";
 import type { AuditEventDraft } from "../domain/audit.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
-import { auditContextOf } from "../transport/context.js";
+import { auditContextOf, principalKey } from "../transport/context.js";
 import { tenantToProto } from "../transport/convert.js";
 import { apiKeyToProto, verifyCodeToProto } from "../transport/convert-api-key.js";
 import { productFromProto } from "../transport/convert-entitlement.js";
@@ -78,6 +79,20 @@ async function lockKeyForChange(tx: Db, id: string): Promise<ApiKey> {
   return key;
 }
 
+/** The calling API key (its id and scopes), or undefined for users, services and bypassed auth: they are not bound by its scopes. */
+function callingKey(ctx: HandlerContext): { readonly id: string; readonly scopes: readonly string[] } | undefined {
+  const principal = ctx.values.get(principalKey);
+  return principal?.kind === "api_key" ? { id: principal.id, scopes: principal.scopes ?? [] } : undefined;
+}
+
+/** An API key may rotate or revoke only keys whose scopes it holds (and always revoke itself); checked on the locked key. */
+function assertMayManage(ctx: HandlerContext, action: "rotate" | "revoke", target: ApiKey): void {
+  const caller = callingKey(ctx);
+  if (!caller) return;
+  const denial = manageDenial(action, target, scopesNotHeld(target.scopes, caller.scopes), caller.id);
+  if (denial) throw new PermissionDeniedError(denial);
+}
+
 // PostgreSQL's text form of a timestamptz, as listApiKeysByTenant hands it out.
 const PG_TIMESTAMP = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}$/;
 
@@ -113,6 +128,10 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
       const expiresAt = checkFuture(v, "expires_at", req.expiresAt, clock());
       if (idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH) v.add("idempotency_key", `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
       v.throwIfAny();
+      // Before anything is written (the idempotency claim included): a key never mints one that outranks it.
+      const caller = callingKey(ctx);
+      const denial = caller && grantDenial(scopesNotHeld(scopes, caller.scopes));
+      if (denial) throw new PermissionDeniedError(denial);
 
       const tenantId = req.tenantId.toLowerCase();
       const projectId = req.projectId === "" ? null : req.projectId.toLowerCase();
@@ -199,6 +218,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
       const id = requireUuid("id", req.id);
       const key = await audited(db, auditContextOf(ctx), async (tx) => {
         const current = await lockKeyForChange(tx, id);
+        assertMayManage(ctx, "revoke", current);
         const revoked = current.revokedAt ? null : await revokeApiKey(tx, id, clock());
         // Revoking a revoked key changes nothing: the key as it is, no event.
         if (!revoked) return { result: current, event: null };
@@ -225,6 +245,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
       }
       const result = await audited(db, auditContextOf(ctx), async (tx) => {
         const current = await lockKeyForChange(tx, id);
+        assertMayManage(ctx, "rotate", current);
         if (current.revokedAt) throw new FailedPreconditionError(`api key ${id} is revoked and cannot be rotated`);
         const previousExpiresAt = graceMs > 0 ? new Date(clock().getTime() + graceMs) : null;
         const { token, written: key } = await withFreshToken((t) =>
