@@ -1,4 +1,4 @@
-import { createConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health } from "../gen/health/v1/health_pb.js";
@@ -140,6 +140,7 @@ export function createApp({
   return {
     handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger }),
     readiness,
-    beginShutdown: () => shutdown.abort(),
+    // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.
+    beginShutdown: () => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)),
   };
 }

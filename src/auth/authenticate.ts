@@ -53,6 +53,7 @@ function principalOfToken(token: VerifiedToken): Principal {
     id: token.subject,
     name: token.name ?? token.username ?? token.clientId ?? token.subject,
     roles,
-    ...(token.tenantId ? { tenantId: token.tenantId } : {}),
+    // Tenant ids are compared as stored (lowercase); a claim in upper case means the same tenant.
+    ...(token.tenantId ? { tenantId: token.tenantId.toLowerCase() } : {}),
   };
 }

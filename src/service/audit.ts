@@ -108,10 +108,13 @@ export function createAuditHandlers({ db, clock }: ServiceDeps) {
       const filter = requireFilter(auditFilterInputFromProto(req));
       await requireTenant(db, filter.tenantId);
       let after: AuditCursor | undefined;
-      while (!ctx.signal.aborted) {
+      for (;;) {
+        // Cut short (deadline, cancel, shutdown): end with the abort's error, never
+        // with a clean end of stream that would pass a partial export off as complete.
+        ctx.signal.throwIfAborted();
         const batch = await listAuditEvents(db, filter, "oldest_first", after, EXPORT_BATCH);
         for (const event of batch) {
-          if (ctx.signal.aborted) return;
+          ctx.signal.throwIfAborted();
           yield { event: auditEventToProto(event) };
         }
         if (batch.length < EXPORT_BATCH) return;

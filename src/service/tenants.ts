@@ -226,13 +226,20 @@ export function createTenantHandlers({ db }: ServiceDeps) {
         const before = await lockTenant(tx, id);
         if (!before) throw new NotFoundError("tenant", id);
         if (before.status === "archived") throw new FailedPreconditionError(`tenant ${before.slug} is archived and read-only`);
-        await translateUniqueViolations(() => updateTenant(tx, id, changes), uniqueTenant(before.slug, changes.externalId ?? null));
+        // Write only what differs: an update that changes nothing leaves updated_at alone and audits nothing.
+        const effective = Object.fromEntries(
+          Object.entries(changes).filter(([field, value]) => !sameValue(before[field as keyof TenantChanges], value)),
+        ) as TenantChanges;
+        if (Object.keys(effective).length === 0) return { result: before, event: null };
+        await translateUniqueViolations(() => updateTenant(tx, id, effective), uniqueTenant(before.slug, changes.externalId ?? null));
         const after = await mustFind(tx, id);
-        const changed = diff(before, after, paths);
-        const event: AuditEventDraft | null =
-          Object.keys(changed).length === 0
-            ? null
-            : { tenantId: id, action: "tenant.update", crud: "u", target: tenantTarget(before), fields: changed };
+        const event: AuditEventDraft = {
+          tenantId: id,
+          action: "tenant.update",
+          crud: "u",
+          target: tenantTarget(before),
+          fields: diff(before, after, paths),
+        };
         return { result: after, event };
       });
       return { tenant: tenantToProto(tenant) };
@@ -276,6 +283,13 @@ export function createTenantHandlers({ db }: ServiceDeps) {
       return {};
     },
   } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
+}
+
+/** Equal as values: metadata maps compare by content, whatever their key order. */
+function sameValue(a: unknown, b: unknown): boolean {
+  const canonical = (v: unknown) =>
+    v !== null && typeof v === "object" ? JSON.stringify(Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y)))) : JSON.stringify(v ?? null);
+  return canonical(a) === canonical(b);
 }
 
 const FIELD_OF = { name: "name", plan: "plan", metadata: "metadata", external_id: "externalId" } as const;

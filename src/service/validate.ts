@@ -91,7 +91,7 @@ export function maskPaths(
   const v = new Violations();
   if (paths.length === 0) v.add("update_mask", `is required: name the fields to update (${updatable.join(", ")})`);
   for (const path of paths) {
-    if (immutable[path]) v.add("update_mask", immutable[path]);
+    if (Object.hasOwn(immutable, path)) v.add("update_mask", immutable[path]!);
     else if (!updatable.includes(path)) v.add("update_mask", `"${path}" cannot be updated; updatable: ${updatable.join(", ")}`);
   }
   v.throwIfAny();

@@ -25,6 +25,9 @@ const DOMAIN_CODES = {
 // Node's socket errors and PostgreSQL's "cannot serve right now" states (class 57, 08).
 const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
 const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
+// Class 22, data exceptions: a value PostgreSQL cannot take (NUL characters,
+// out-of-range numbers) that slipped past the edge checks. The client's input, not our fault.
+const DATA_EXCEPTION_SQLSTATE = /^22/;
 
 function causeChain(error: unknown): unknown[] {
   const chain: unknown[] = [];
@@ -77,6 +80,10 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
     return new ConnectError(`invalid value (${error.constraint ?? "check constraint"})`, Code.InvalidArgument);
   }
   if (error instanceof SlonikNotFoundError) return new ConnectError("not found", Code.NotFound);
+  if (causeChain(error).some((e) => DATA_EXCEPTION_SQLSTATE.test(String((e as { code?: unknown }).code ?? "")))) {
+    logger.info({ err: error, procedure, requestId }, "input rejected by the database");
+    return new ConnectError("invalid value: the input contains data that cannot be stored (e.g. a NUL character)", Code.InvalidArgument);
+  }
   if (error instanceof StatementTimeoutError) {
     return new ConnectError("the database did not answer in time", Code.DeadlineExceeded);
   }

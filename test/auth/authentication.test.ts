@@ -195,6 +195,15 @@ describe("API keys as credentials", () => {
   });
 });
 
+describe("tenant claim", () => {
+  it("matches the tenant whatever the case of the UUID in the claim", async () => {
+    const tenant = await insertTenant(sql);
+    const token = await tokenFor(issuer, "tenant-viewer", { tenantId: tenant.id.toUpperCase() });
+    const { tenant: found } = await registry("grpc", `Bearer ${token}`).getTenant({ id: tenant.id });
+    expect(found?.id).toBe(tenant.id);
+  });
+});
+
 describe("audit actor and source", () => {
   it("records the principal as actor and the first untrusted X-Forwarded-For hop as source_ip", async () => {
     const tenant = await insertTenant(sql);

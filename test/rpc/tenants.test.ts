@@ -135,6 +135,25 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("tenants over %s",
     });
   });
 
+  it("an update that changes nothing writes nothing: no new updated_at, no audit event", async () => {
+    const { tenant } = await client().createTenant({ slug: uniqueSlug("noop"), name: "Same", metadata: { a: "1", b: "2" } });
+    const { tenant: same } = await client().updateTenant({
+      tenant: { id: tenant!.id, name: "Same", metadata: { b: "2", a: "1" } },
+      updateMask: { paths: ["name", "metadata"] },
+    });
+    expect(same?.updatedAt).toEqual(tenant!.updatedAt);
+    expect((await auditEvents(sql, { tenantId: tenant!.id })).map((e) => e.action)).toEqual(["tenant.create"]);
+  });
+
+  it("rejects input the database cannot store, and mask paths that are not fields, as InvalidArgument", async () => {
+    const nul = await failure(client().createTenant({ slug: uniqueSlug(), name: "Bad\u0000Name" }));
+    expect(nul?.code).toBe(Code.InvalidArgument);
+    expect(nul?.rawMessage).not.toMatch(/22021|SQL|invalid byte sequence/);
+    const { tenant } = await client().createTenant({ slug: uniqueSlug(), name: "Masked" });
+    const proto = await failure(client().updateTenant({ tenant: { id: tenant!.id }, updateMask: { paths: ["constructor"] } }));
+    expect(proto).toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringContaining('"constructor" cannot be updated') });
+  });
+
   it("walks the lifecycle and refuses illegal transitions naming both states", async () => {
     const { tenant } = await client().createTenant({ slug: uniqueSlug("life"), name: "Lifecycle" });
     const id = tenant!.id;
