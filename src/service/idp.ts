@@ -4,11 +4,14 @@ import {
   deleteIdpConfig,
   findEnabledIdpConfigByDomain,
   findIdpConfigByTenant,
+  listIdpEmailDomains,
   replaceIdpEmailDomains,
   upsertIdpConfig,
 } from "../db/queries/idp.js";
+import { insertAuditEvent } from "../db/queries/audit.js";
 import { findTenantById, findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
+import { permissionsOf } from "../auth/permissions.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import {
   CLIENT_ID_MAX,
   EMAIL_DOMAINS_MAX,
@@ -23,7 +26,7 @@ import {
 } from "../domain/idp.js";
 import { tenantToProto } from "../transport/convert.js";
 import { idpConfigToProto, idpProtocolFromProto } from "../transport/convert-idp.js";
-import { auditContextOf } from "../transport/context.js";
+import { auditContextOf, principalKey } from "../transport/context.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
 import { checkUuid, requireUuid, Violations } from "./validate.js";
@@ -83,39 +86,90 @@ function idpConfigInput(req: SetIdpConfigRequest, appEnv: ServiceDeps["appEnv"])
   };
 }
 
-export function createIdpHandlers({ db, appEnv }: ServiceDeps) {
+/** What a domain change needs: domain ownership is verified by a platform admin, not asserted by a tenant. */
+const DOMAINS_PERMISSION = "idp:domains";
+
+/** The domains in `next` but not `current` and the reverse; both empty when the sets are equal. */
+function domainChanges(current: readonly string[], next: readonly string[]): { added: string[]; removed: string[] } {
+  return { added: next.filter((d) => !current.includes(d)), removed: current.filter((d) => !next.includes(d)) };
+}
+
+export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
   return {
     async setIdpConfig(req, ctx) {
       const input = idpConfigInput(req, appEnv);
       const { emailDomains, ...row } = input;
+      // Undefined only where auth is bypassed (tests); AUTH_MODE=none runs as the dev platform admin.
+      const principal = ctx.values.get(principalKey);
+      const mayChangeDomains = !principal || permissionsOf(principal).has(DOMAINS_PERMISSION);
+      let denied: { added: string[]; removed: string[] } | undefined;
 
-      const config = await audited(db, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, input.tenantId);
-        const { config: saved, created } = await upsertIdpConfig(tx, row);
-        const taken = await replaceIdpEmailDomains(tx, input.tenantId, emailDomains);
-        // Naming the domain, never its owner: other tenants stay invisible.
-        if (taken.length > 0) throw new AlreadyExistsError("identity provider", "email_domains", taken[0]!);
-        return {
-          result: { ...saved, emailDomains },
-          event: {
-            tenantId: input.tenantId,
-            action: "idp_config.set",
-            crud: created ? "c" : "u",
-            target: { id: saved.id, name: saved.issuerUrl, type: "idp_config" },
-            // The secret reference is not a secret, but the audit log stays clear of anything next to one.
-            fields: {
-              protocol: saved.protocol,
-              issuer_url: saved.issuerUrl,
-              client_id: saved.clientId,
-              client_secret_ref_set: saved.clientSecretRef !== "",
-              keycloak_realm: saved.keycloakRealm,
-              email_domains: emailDomains,
-              enabled: saved.enabled,
+      try {
+        const config = await audited(db, auditContextOf(ctx), async (tx) => {
+          await lockTenantForChange(tx, input.tenantId);
+          // The upsert locks the config row (or waits for a concurrent first set), so the
+          // domains read next are the ones this transaction replaces: no change slips in between.
+          const { config: saved, created } = await upsertIdpConfig(tx, row);
+          if (!mayChangeDomains) {
+            const changes = domainChanges(await listIdpEmailDomains(tx, input.tenantId), emailDomains);
+            if (changes.added.length > 0 || changes.removed.length > 0) {
+              denied = changes;
+              // Rolls the upsert back with everything else.
+              throw new PermissionDeniedError(
+                "permission denied: email_domains are assigned by a platform admin once the domain's ownership is verified; " +
+                  "set the config with the tenant's current email_domains",
+              );
+            }
+          }
+          const taken = await replaceIdpEmailDomains(tx, input.tenantId, emailDomains);
+          // Naming the domain, never its owner: other tenants stay invisible.
+          if (taken.length > 0) throw new AlreadyExistsError("identity provider", "email_domains", taken[0]!);
+          return {
+            result: { ...saved, emailDomains },
+            event: {
+              tenantId: input.tenantId,
+              action: "idp_config.set",
+              crud: created ? "c" : "u",
+              target: { id: saved.id, name: saved.issuerUrl, type: "idp_config" },
+              // The secret reference is not a secret, but the audit log stays clear of anything next to one.
+              fields: {
+                protocol: saved.protocol,
+                issuer_url: saved.issuerUrl,
+                client_id: saved.clientId,
+                client_secret_ref_set: saved.clientSecretRef !== "",
+                keycloak_realm: saved.keycloakRealm,
+                email_domains: emailDomains,
+                enabled: saved.enabled,
+              },
             },
-          },
-        };
-      });
-      return { idpConfig: idpConfigToProto(config) };
+          };
+        });
+        return { idpConfig: idpConfigToProto(config) };
+      } catch (error) {
+        if (error instanceof PermissionDeniedError && denied) {
+          // Like the interceptor's denials: an attempt to claim a domain is itself an event (the change rolled back).
+          await insertAuditEvent(
+            db,
+            {
+              tenantId: input.tenantId,
+              action: "idp_config.set",
+              crud: "u",
+              target: { id: input.tenantId, name: "SetIdpConfig", type: "tenant" },
+              description: `denied: ${error.message}`,
+              fields: {
+                rpc: "SetIdpConfig",
+                permission: DOMAINS_PERMISSION,
+                code: "PermissionDenied",
+                email_domains_added: denied.added,
+                email_domains_removed: denied.removed,
+              },
+              isFailure: true,
+            },
+            auditContextOf(ctx),
+          ).catch((err: unknown) => logger.warn({ err, method: "SetIdpConfig" }, "could not record a denied call in the audit log"));
+        }
+        throw error;
+      }
     },
 
     async getIdpConfig(req) {

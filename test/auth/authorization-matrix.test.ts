@@ -77,10 +77,11 @@ const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<u
   RevokeProduct: (c, w) => c.revokeProduct({ tenantId: w.tenantId, product: ProductCode.COMPLIANCE }),
   ListTenantProducts: (c, w) => c.listTenantProducts({ tenantId: w.tenantId }),
   CheckEntitlement: (c, w) => c.checkEntitlement({ tenant: w.slug, product: ProductCode.CERTIFAI }),
+  // Keeps the tenant's email domains (none): changing them takes idp:domains (test/rpc/idp-config.test.ts).
   SetIdpConfig: (c, w) =>
     c.setIdpConfig({
       tenantId: w.tenantId,
-      idpConfig: { protocol: IdpProtocol.OIDC, issuerUrl: "https://idp.example.com/realms/m", clientId: "c", emailDomains: [`${uniqueSlug("d")}.example`], enabled: true },
+      idpConfig: { protocol: IdpProtocol.OIDC, issuerUrl: "https://idp.example.com/realms/m", clientId: "c", emailDomains: [], enabled: true },
     }),
   GetIdpConfig: (c, w) => c.getIdpConfig({ tenantId: w.tenantId }),
   DeleteIdpConfig: async (c, w, sql) => {
@@ -200,5 +201,40 @@ describe("tenant isolation", () => {
       { action: "project.create", crud: "c", actor_id: subject, actor_name: "Vera Viewer", actor_type: "user", is_failure: true, tenant_id: w.tenantId },
     ]);
     expect((await sql.query("SELECT 1 FROM tenant_projects WHERE tenant_id = $1 AND slug = 'nope'", [w.tenantId])).rowCount).toBe(0);
+  });
+
+  it("does not let a platform role widen a tenant role: service + tenant-admin of A is only a service on B", async () => {
+    const a = await world();
+    const b = await world();
+    const token = await issuer.issue({ sub: `mixed-${uniqueSlug()}`, realm_access: { roles: ["service", "tenant-admin"] }, tenant_id: a.tenantId });
+    const mixed = clientFor(TenantRegistryService, server.baseUrl, "grpc", { authorization: `Bearer ${token}` });
+    await expect(mixed.getTenant({ id: b.tenantId })).resolves.toBeDefined(); // service: read any tenant
+    expect(await codeOf(mixed.listAuditEvents({ tenantId: b.tenantId }))).toBe("NotFound");
+    expect(await codeOf(mixed.createApiKey({ tenantId: b.tenantId, name: "x" }))).toBe("NotFound");
+    expect(await codeOf(mixed.listAuditEvents({ tenantId: a.tenantId }))).toBe("OK"); // tenant-admin: its own
+  });
+
+  it("answers NotFound, not PermissionDenied, for things that do not exist, so existence cannot be probed", async () => {
+    const w = await world();
+    const viewer = await clientAs("tenant-viewer", w);
+    const nobody = "00000000-0000-4000-8000-00000000beef";
+    expect(await codeOf(viewer.revokeApiKey({ id: nobody }))).toBe("NotFound");
+    expect(await codeOf(viewer.revokeApiKey({ id: w.apiKeyId }))).toBe("PermissionDenied");
+    expect(await codeOf(viewer.getTenantBySlug({ slug: "no-such-tenant-anywhere" }))).toBe("NotFound");
+    expect(await codeOf(viewer.createProject({ tenantId: nobody, slug: "x-y-z", name: "X" }))).toBe("NotFound");
+    expect(await codeOf(viewer.createProject({ tenantId: w.tenantId, slug: "x-y-z", name: "X" }))).toBe("PermissionDenied");
+  });
+
+  it("audits a burst of at most 30 denied calls per principal (then 30 a minute), so the audit log cannot be flooded", async () => {
+    const w = await world();
+    const subject = `flood-${uniqueSlug()}`;
+    const viewer = clientFor(TenantRegistryService, server.baseUrl, "grpc", {
+      authorization: `Bearer ${await tokenFor(issuer, "tenant-viewer", { tenantId: w.tenantId, subject })}`,
+    });
+    for (let i = 0; i < 35; i++) expect(await codeOf(viewer.createProject({ tenantId: w.tenantId, slug: `f-${i}-x`, name: "F" }))).toBe("PermissionDenied");
+    const { rows } = await sql.query("SELECT count(*)::int AS n FROM audit_log WHERE actor_id = $1 AND is_failure", [subject]);
+    expect(rows[0].n).toBeGreaterThanOrEqual(30);
+    expect(rows[0].n).toBeLessThanOrEqual(31); // the bucket refills one event every 2 s
+    expect(server.logs.some((l) => l["actor"] === subject && String(l["msg"]).includes("too many denials"))).toBe(true);
   });
 });

@@ -4,8 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IdpProtocol } from "../../gen/breakpilot/tenantregistry/v1/idp_pb.js";
 import { TenantStatus } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { permissionsOfScopes, ROLE_PERMISSIONS } from "../../src/auth/permissions.js";
+import { tokenFor } from "../support/auth.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
+import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
 import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
 
 let db: TestDatabase;
@@ -282,10 +285,16 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("IdP config over %
 
   it("takes a reference to the client secret, never the secret itself, and never logs or echoes it", async () => {
     const tenant = await insertTenant(sql);
-    const secrets = ["s3cr3t-P@ssw0rd-value", "vault:kv/missing-slashes", "https://user:hunter2@vault.example.com/kv", "env://  spaced"];
+    const secrets = [
+      "s3cr3t-P@ssw0rd-value",
+      "vault:kv/missing-slashes",
+      "https://user:hunter2@vault.example.com/kv",
+      "vault://user:hunter2@vault.example.com/kv",
+      "vault:// spaced",
+    ];
     for (const secret of secrets) {
       const error = await failure(
-        client().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([uniqueDomain()], { clientSecretRef: secret }) }),
+        client().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { clientSecretRef: secret }) }),
       );
       expect(error, secret).toMatchObject({
         code: Code.InvalidArgument,
@@ -294,12 +303,13 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("IdP config over %
       expect(error?.rawMessage).toContain("pass a reference, not the secret");
       expect(error?.rawMessage).not.toContain(secret);
     }
-    for (const ref of ["vault://kv/tenants/acme/oidc", "k8s://ns/name/key", "env://OIDC_SECRET", "aws-sm://arn:aws:secretsmanager:eu-central-1:1:secret:x", "gcp-sm://projects/p/secrets/s/versions/1"]) {
+    const refs = ["vault://kv/tenants/acme/oidc", "k8s://ns/name/key", "aws-sm://arn:aws:secretsmanager:eu-central-1:1:secret:x", "gcp-sm://projects/p/secrets/s/versions/1", "azure-kv://acme-vault/oidc-secret"];
+    for (const ref of refs) {
       const { idpConfig } = await client().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { clientSecretRef: ref }) });
       expect(idpConfig?.clientSecretRef).toBe(ref);
     }
     const logs = server.logText();
-    for (const secret of [...secrets, "vault://kv/tenants/acme/oidc", "k8s://ns/name/key"]) expect(logs).not.toContain(secret);
+    for (const secret of [...secrets, ...refs]) expect(logs).not.toContain(secret);
     const events = await auditEvents(sql, { tenantId: tenant.id });
     expect(events.every((e) => !("client_secret_ref" in e.fields) && e.fields.client_secret_ref_set === true)).toBe(true);
   });
@@ -316,6 +326,77 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("IdP config over %
     });
     const https = await prodClient().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([]) });
     expect(https.idpConfig?.issuerUrl).toBe("https://idp.example.com/realms/acme");
+  });
+
+  it("client_secret_ref points into a known secret store only: env://, files and unknown schemes are rejected", async () => {
+    const tenant = await insertTenant(sql);
+    const outside = [
+      "env://KEYCLOAK_ADMIN_SECRET", // the environment of whichever service reads the reference
+      "env://OIDC_SECRET",
+      "file:///etc/tenant-registry/secrets",
+      "https://vault.example.com/v1/kv/acme",
+      "s3://bucket/oidc-secret",
+      "Vault://kv/upper-case-scheme",
+      "vault:///kv/no-mount",
+      "vault://kv/tenants/acme/../../other/oidc",
+    ];
+    for (const ref of outside) {
+      const error = await failure(client().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { clientSecretRef: ref }) }));
+      expect(error, ref).toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringMatching(/^idp_config\.client_secret_ref: /) });
+      // The message names the stores a reference may point into.
+      for (const scheme of ["vault://", "k8s://", "aws-sm://", "gcp-sm://", "azure-kv://"]) expect(error?.rawMessage).toContain(scheme);
+      expect(error?.rawMessage).not.toContain(ref);
+    }
+    expect(await failure(client().getIdpConfig({ tenantId: tenant.id }))).toMatchObject({ code: Code.NotFound });
+    expect(await auditEvents(sql, { tenantId: tenant.id })).toEqual([]);
+  });
+
+  it("outside dev, the issuer may not be an internal host (SSRF); dev accepts them", async () => {
+    const tenant = await insertTenant(sql);
+    const internal = [
+      "https://localhost/realms/x",
+      "https://LOCALHOST.:8443/realms/x",
+      "https://keycloak.localhost/realms/x",
+      "https://127.0.0.1/realms/x",
+      "https://127.1/realms/x", // the URL parser canonicalises these to 127.0.0.1
+      "https://2130706433/realms/x",
+      "https://0x7f000001/realms/x",
+      "https://0.0.0.0/realms/x",
+      "https://10.1.2.3/realms/x",
+      "https://172.16.0.1/realms/x",
+      "https://172.31.255.254/realms/x",
+      "https://192.168.1.10/realms/x",
+      "https://169.254.169.254/latest/meta-data/",
+      "https://100.64.0.1/realms/x",
+      "https://[::1]/realms/x",
+      "https://[::]/realms/x",
+      "https://[fd12:3456::1]/realms/x",
+      "https://[fc00::1]/realms/x",
+      "https://[fe80::1]/realms/x",
+      "https://[::ffff:10.0.0.1]/realms/x",
+      "https://[::ffff:127.0.0.1]/realms/x",
+      "https://keycloak/realms/x",
+      "https://metadata.google.internal/computeMetadata/v1/",
+      "https://keycloak.auth.svc.cluster.local/realms/x",
+    ];
+    for (const issuerUrl of internal) {
+      expect(await failure(prodClient().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { issuerUrl }) })), issuerUrl).toMatchObject({
+        code: Code.InvalidArgument,
+        rawMessage: expect.stringMatching(/^idp_config\.issuer_url: must not point at an internal host/),
+      });
+    }
+    expect(await auditEvents(sql, { tenantId: tenant.id })).toEqual([]);
+
+    // Public addresses next to the private ranges, and names, are fine.
+    for (const issuerUrl of ["https://172.32.0.1/realms/x", "https://192.169.0.1/realms/x", "https://8.8.8.8/realms/x", "https://[2001:db8::1]/realms/x", "https://login.localhost-corp.example/realms/x"]) {
+      const { idpConfig } = await prodClient().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { issuerUrl }) });
+      expect(idpConfig?.issuerUrl, issuerUrl).toBe(issuerUrl);
+    }
+    // Dev runs next to a local Keycloak.
+    for (const issuerUrl of [...internal, "http://localhost:8080/realms/dev", "http://keycloak:8080/realms/dev"]) {
+      const { idpConfig } = await client().setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { issuerUrl }) });
+      expect(idpConfig?.issuerUrl, issuerUrl).toBe(issuerUrl);
+    }
   });
 
   it("NotFound for an unknown tenant and for a tenant without a config", async () => {
@@ -425,5 +506,136 @@ describe("IdP config over REST", () => {
 
     const none = await fetch(url(`/v1/tenants/${claimant.id}/idp-config`));
     expect(none.status).toBe(404);
+  });
+});
+
+describe("email domains are assigned by a platform admin, not claimed by a tenant", () => {
+  let issuer: OidcIssuer;
+  /** AUTH_MODE=oidc: every call carries a token for a role. */
+  let authServer: TestServer;
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    authServer = await startTestServer(await db.pool(), { auth: { mode: "oidc", issuer: issuer.issuer } });
+  });
+  afterAll(async () => {
+    await authServer?.close();
+    await issuer?.stop();
+  });
+
+  const as = async (role: "platform-admin" | "tenant-admin", tenantId: string | undefined, transport: TransportName) =>
+    clientFor(TenantRegistryService, authServer.baseUrl, transport, { authorization: `Bearer ${await tokenFor(issuer, role, { tenantId })}` });
+  const denied = {
+    code: Code.PermissionDenied,
+    rawMessage: expect.stringContaining("email_domains are assigned by a platform admin once the domain's ownership is verified"),
+  };
+
+  describe.each(["grpc", "connect-json-h1"] as TransportName[])("over %s", (transport) => {
+    it("a tenant admin sets and replaces its config keeping the domains; adding or removing one is PermissionDenied and changes nothing", async () => {
+      const tenant = await insertTenant(sql);
+      const other = await insertTenant(sql);
+      const admin = await as("platform-admin", undefined, transport);
+      const tenantAdmin = await as("tenant-admin", tenant.id, transport);
+      const [a, b, c, othersDomain] = [uniqueDomain(), uniqueDomain(), uniqueDomain(), uniqueDomain()];
+      await admin.setIdpConfig({ tenantId: other.id, idpConfig: oidc([othersDomain]) });
+
+      // A first set: without domains only. The denied attempt leaves no config behind.
+      expect(await failure(tenantAdmin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([a]) }))).toMatchObject(denied);
+      expect(await failure(tenantAdmin.getIdpConfig({ tenantId: tenant.id }))).toMatchObject({ code: Code.NotFound });
+      const { idpConfig: first } = await tenantAdmin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([]) });
+      expect(first).toMatchObject({ tenantId: tenant.id, emailDomains: [] });
+
+      // The platform admin assigns the verified domains.
+      expect((await admin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([a, b]) })).idpConfig?.emailDomains).toEqual([a, b].sort());
+
+      // The tenant admin replaces everything else, listing the same domains (in any case, order or repetition).
+      const { idpConfig: replaced } = await tenantAdmin.setIdpConfig({
+        tenantId: tenant.id,
+        idpConfig: oidc([` ${b.toUpperCase()} `, a, b], { issuerUrl: "https://login.acme.example/realms/acme", clientId: "console" }),
+      });
+      expect(replaced).toMatchObject({ issuerUrl: "https://login.acme.example/realms/acme", clientId: "console", emailDomains: [a, b].sort() });
+
+      // Adding, removing, swapping or clearing: PermissionDenied. Another tenant's domain too,
+      // and not AlreadyExists: a tenant admin cannot probe which domains are taken.
+      const attempts = [[a, b, c], [a], [a, c], [], [c], [a, b, othersDomain]];
+      for (const domains of attempts) {
+        const error = await failure(tenantAdmin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc(domains, { clientId: "sneaky", enabled: false }) }));
+        expect(error, domains.join(",")).toMatchObject(denied);
+        expect(error?.rawMessage).not.toContain(other.id);
+      }
+      expect((await tenantAdmin.getIdpConfig({ tenantId: tenant.id })).idpConfig).toEqual(replaced);
+      expect(await domainRows(tenant.id)).toEqual([a, b].sort());
+      expect(await domainRows(other.id)).toEqual([othersDomain]);
+      expect((await admin.resolveIdp({ email: `x@${a}` })).tenant?.id).toBe(tenant.id);
+      expect(await failure(admin.resolveIdp({ email: `x@${c}` }))).toMatchObject({ code: Code.NotFound });
+      expect((await admin.resolveIdp({ email: `x@${othersDomain}` })).tenant?.id).toBe(other.id);
+
+      // Every denied attempt is a failure event naming what it would have changed; the changes are audited as usual.
+      const events = await auditEvents(sql, { tenantId: tenant.id });
+      expect(events.map((e) => `${e.action}/${e.crud}${e.is_failure ? "/denied" : ""}`)).toEqual([
+        "idp_config.set/u/denied",
+        "idp_config.set/c",
+        "idp_config.set/u",
+        "idp_config.set/u",
+        ...attempts.map(() => "idp_config.set/u/denied"),
+      ]);
+      const failures = events.filter((e) => e.is_failure);
+      expect(failures[0]).toMatchObject({
+        actor_type: "user",
+        target_type: "tenant",
+        target_id: tenant.id,
+        fields: { rpc: "SetIdpConfig", permission: "idp:domains", code: "PermissionDenied", email_domains_added: [a], email_domains_removed: [] },
+      });
+      expect(failures.slice(1).map((e) => [e.fields.email_domains_added, e.fields.email_domains_removed])).toEqual([
+        [[c], []],
+        [[], [b]],
+        [[c], [b]],
+        [[], [a, b].sort()],
+        [[c], [a, b].sort()],
+        [[othersDomain], []],
+      ]);
+
+      // The platform admin changes domains at will.
+      const { idpConfig: moved } = await admin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([a, c]) });
+      expect(moved?.emailDomains).toEqual([a, c].sort());
+      expect(await domainRows(tenant.id)).toEqual([a, c].sort());
+
+      // Deleting the config, and its domains with it, stays with the tenant admin.
+      await tenantAdmin.deleteIdpConfig({ tenantId: tenant.id });
+      expect(await domainRows(tenant.id)).toEqual([]);
+      expect(await failure(admin.resolveIdp({ email: `x@${a}` }))).toMatchObject({ code: Code.NotFound });
+      // Afterwards the domains are not the tenant's any more: setting them again is a claim.
+      expect(await failure(tenantAdmin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([a]) }))).toMatchObject(denied);
+      expect((await tenantAdmin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([]) })).idpConfig?.emailDomains).toEqual([]);
+    });
+  });
+
+  it("only the platform admin role holds idp:domains: never a tenant role, the service role or an API key, whatever its scopes", async () => {
+    expect(ROLE_PERMISSIONS["platform-admin"]).toContain("idp:domains");
+    for (const role of ["service", "tenant-admin", "tenant-viewer"] as const) expect(ROLE_PERMISSIONS[role], role).not.toContain("idp:domains");
+    expect(permissionsOfScopes(["tenant-admin", "idp:domains"]).has("idp:domains")).toBe(false);
+
+    const tenant = await insertTenant(sql);
+    const admin = await as("platform-admin", undefined, "grpc");
+    await admin.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([]) });
+    const { secret } = await admin.createApiKey({ tenantId: tenant.id, name: "domain claimer", scopes: ["tenant-admin", "idp:domains"] });
+    const key = clientFor(TenantRegistryService, authServer.baseUrl, "grpc", { authorization: `Bearer ${secret}` });
+    expect(await failure(key.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([uniqueDomain()]) }))).toMatchObject(denied);
+    expect((await key.setIdpConfig({ tenantId: tenant.id, idpConfig: oidc([], { clientId: "by-key" }) })).idpConfig?.clientId).toBe("by-key");
+    expect(await domainRows(tenant.id)).toEqual([]);
+  });
+
+  it("over REST a tenant admin's claim is 403 permission_denied", async () => {
+    const tenant = await insertTenant(sql);
+    const token = await tokenFor(issuer, "tenant-admin", { tenantId: tenant.id });
+    const put = await fetch(`${authServer.baseUrl}/v1/tenants/${tenant.id}/idp-config`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ protocol: "oidc", issuerUrl: "https://idp.example.com/realms/x", clientId: "c", emailDomains: ["gmail.com"], enabled: true }),
+    });
+    expect(put.status).toBe(403);
+    expect(await put.json()).toEqual({ code: "permission_denied", message: expect.stringContaining("assigned by a platform admin") });
+    expect(await failure(clientFor(TenantRegistryService, server.baseUrl, "grpc").resolveIdp({ email: "someone@gmail.com" }))).toMatchObject({
+      code: Code.NotFound,
+    });
   });
 });

@@ -88,6 +88,13 @@ export async function upsertIdpConfig(
   return { config: toIdpConfig({ ...config, email_domains: [] }), created };
 }
 
+/** The tenant's email domains as stored now, sorted (by tenant_idp_email_domains_tenant_id_idx). */
+export async function listIdpEmailDomains(db: Db, tenantId: string): Promise<string[]> {
+  const domains = await db.anyFirst(sql.type(z.object({ domain: z.string() }))`
+    SELECT domain FROM tenant_idp_email_domains WHERE tenant_id = ${tenantId} ORDER BY domain`);
+  return [...domains];
+}
+
 /**
  * Makes `domains` the tenant's email domains. Answers the domains another tenant
  * already owns (none were taken over); the caller rolls back when there are any.
