@@ -21,10 +21,11 @@ import { createAuditHandlers } from "./service/audit.js";
 import type { ServiceDeps } from "./service/deps.js";
 import { createEntitlementHandlers } from "./service/entitlements.js";
 import { createIdpHandlers } from "./service/idp.js";
+import { startMaintenance } from "./service/maintenance.js";
 import { createProjectHandlers } from "./service/projects.js";
 import { createTenantHandlers } from "./service/tenants.js";
 import { createObservingInterceptor } from "./transport/errors.js";
-import { registerGrpcHealth, type Readiness } from "./transport/health.js";
+import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
 import { createHttpHandler } from "./transport/http-handler.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
 import type { RequestHandler } from "./transport/server.js";
@@ -74,9 +75,14 @@ function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger:
 export type App = {
   readonly handler: RequestHandler;
   readonly readiness: Readiness;
-  /** Ends long-lived streams and flushes pending writes, so a graceful shutdown completes. */
+  /** Ends long-lived streams and stops timers, so a graceful shutdown completes. */
   beginShutdown(): void;
+  /** After the listener has closed: writes what is still pending (API-key usage). */
+  drain(): Promise<void>;
 };
+
+// Probes and Watch streams share one readiness query per second at most.
+const READINESS_TTL_MS = 1_000;
 
 /** The composition root: everything the server needs, built from explicit dependencies. */
 export function createApp({
@@ -90,7 +96,7 @@ export function createApp({
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
-  const readiness: Readiness = {
+  const readiness: Readiness = cachedReadiness({
     async check() {
       try {
         const problem = schemaProblem(compareSchema(migrationPlan, await listAppliedMigrations(db)));
@@ -99,10 +105,12 @@ export function createApp({
         return { ready: false, reason: "database unavailable" };
       }
     },
-  };
+  }, READINESS_TTL_MS);
 
   const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal };
-  const verifyKey = createApiKeyVerifier(deps, createApiKeyUsageTracker(deps));
+  const usage = createApiKeyUsageTracker(deps);
+  const verifyKey = createApiKeyVerifier(deps, usage);
+  startMaintenance(deps);
   const served = [TenantRegistryService, Health, ...(reflection ? REFLECTION_SERVICES : [])];
 
   const router = createConnectRouter({
@@ -142,5 +150,7 @@ export function createApp({
     readiness,
     // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.
     beginShutdown: () => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)),
+    // Uses noted while draining would otherwise be lost with the process.
+    drain: () => usage.flush(),
   };
 }

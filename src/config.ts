@@ -51,7 +51,7 @@ const seconds = z.coerce
 
 const envSchema = z.object({
   APP_ENV: z.enum(["dev", "stage", "prod"], { error: "expected one of dev, stage, prod" }).default("dev"),
-  ADDR: z.string().default(":8090"),
+  ADDR: z.string().optional(),
   KEYCLOAK_ISSUER: z
     .url({ protocol: /^https?$/, error: "expected an http(s) URL" })
     .default("http://localhost:8080/realms/breakpilot-dev"),
@@ -120,7 +120,9 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
   }
   return {
     appEnv: e.APP_ENV,
-    listen: parseListenAddress(e.ADDR),
+    // With authentication off, the default is loopback only: an unauthenticated
+    // platform admin must never be one unset variable away from the network.
+    listen: parseListenAddress(e.ADDR ?? (authMode === "none" ? "127.0.0.1:8090" : ":8090")),
     keycloakIssuer: e.KEYCLOAK_ISSUER,
     databaseUrl: e.DATABASE_URL,
     migrateOnStart: e.MIGRATE_ON_START ?? !production,

@@ -64,6 +64,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
       logger.info({ signal }, "shutting down: draining in-flight calls");
       app.beginShutdown();
       await server.close(config.shutdownGraceMs);
+      await app.drain();
     } finally {
       await db.end();
     }

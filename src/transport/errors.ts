@@ -95,15 +95,19 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
   return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
 }
 
-async function* mapStreamErrors<T>(
+async function* observeStream<T>(
   messages: AsyncIterable<T>,
   map: (error: unknown) => ConnectError,
+  done: (code: string) => void,
 ): AsyncIterable<T> {
   try {
     yield* messages;
   } catch (error) {
-    throw map(error);
+    const mapped = map(error);
+    done(Code[mapped.code]);
+    throw mapped;
   }
+  done("ok");
 }
 
 /** Request id, access log and error mapping for every call, on every protocol. */
@@ -122,11 +126,7 @@ export function createObservingInterceptor(logger: Logger): Interceptor {
         done("ok");
         return res;
       }
-      return { ...res, message: mapStreamErrors(res.message, (error) => {
-        const mapped = map(error);
-        done(Code[mapped.code]);
-        return mapped;
-      }) };
+      return { ...res, message: observeStream(res.message, map, done) };
     } catch (error) {
       const mapped = map(error);
       mapped.metadata.set("x-request-id", requestId);

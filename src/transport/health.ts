@@ -58,3 +58,19 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Readiness answered from one shared check at most every `ttlMs`: probes,
+ * /readyz and every grpc Watch stream are open to anyone, and must not be able
+ * to turn into a query storm against the database pool.
+ */
+export function cachedReadiness(readiness: Readiness, ttlMs: number, now: () => number = Date.now): Readiness {
+  let last: { at: number; result: Promise<{ ready: boolean; reason?: string }> } | undefined;
+  return {
+    check() {
+      const t = now();
+      if (!last || t - last.at >= ttlMs) last = { at: t, result: readiness.check() };
+      return last.result;
+    },
+  };
+}

@@ -24,6 +24,8 @@ export type ServerLimits = {
   readonly keepAliveTimeoutMs: number;
   /** HTTP/2: a session with no activity for this long is closed. */
   readonly idleSessionTimeoutMs: number;
+  /** HTTP/2: streams one connection may have open at once. */
+  readonly maxConcurrentStreams: number;
 };
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -32,6 +34,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   headersTimeoutMs: 15_000,
   keepAliveTimeoutMs: 5_000,
   idleSessionTimeoutMs: 300_000,
+  maxConcurrentStreams: 250,
 };
 
 // Every HTTP/2 connection without TLS (h2c with prior knowledge) opens with this preface;
@@ -59,7 +62,8 @@ export async function listen(
     },
     handler,
   );
-  const h2 = http2.createServer({}, handler);
+  // Bounded concurrency per connection, so one client cannot open thousands of streams.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams } }, handler);
 
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();

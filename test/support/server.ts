@@ -49,6 +49,7 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
     async close() {
       app.beginShutdown();
       await server.close(2_000);
+      await app.drain();
     },
   };
 }

@@ -5,7 +5,7 @@ describe("configuration from the environment", () => {
   it("has dev defaults that run on a fresh machine", () => {
     expect(loadConfig({})).toMatchObject({
       appEnv: "dev",
-      listen: { host: undefined, port: 8090 },
+      listen: { host: "127.0.0.1", port: 8090 }, // authentication is off: loopback only
       keycloakIssuer: "http://localhost:8080/realms/breakpilot-dev",
       databaseUrl: undefined,
       migrateOnStart: true,
@@ -20,6 +20,11 @@ describe("configuration from the environment", () => {
     expect(loadConfig({ APP_ENV: "prod", ...prod }).migrateOnStart).toBe(false);
     expect(loadConfig({ APP_ENV: "stage", ...prod, MIGRATE_ON_START: "true" }).migrateOnStart).toBe(true);
     expect(loadConfig({ APP_ENV: "dev", MIGRATE_ON_START: "0" }).migrateOnStart).toBe(false);
+  });
+
+  it("listens on every interface by default only when authentication is on", () => {
+    expect(loadConfig({ AUTH_MODE: "oidc" }).listen).toEqual({ host: undefined, port: 8090 });
+    expect(loadConfig({ ADDR: ":9000" }).listen).toEqual({ host: undefined, port: 9000 }); // asked for explicitly
   });
 
   it("requires DATABASE_URL outside dev", () => {

@@ -28,3 +28,9 @@ export async function claimIdempotencyKey(
     SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = ${claim.scope} AND key = ${claim.key}`);
   return { claimed: false, resourceId: existing.resource_id, sameRequest: existing.request_hash.equals(claim.requestHash) };
 }
+
+/** Forgets keys older than `cutoff`: a retry after that is a new request. Returns how many went. */
+export async function deleteIdempotencyKeysBefore(db: Db, cutoff: Date): Promise<number> {
+  const result = await db.query(sql.unsafe`DELETE FROM idempotency_keys WHERE created_at < ${sql.timestamp(cutoff)}`);
+  return result.rowCount;
+}
