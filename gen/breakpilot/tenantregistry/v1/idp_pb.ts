@@ -44,7 +44,8 @@ export type IdpConfig = Message<"breakpilot.tenantregistry.v1.IdpConfig"> & {
 
   /**
    * Where the client secret lives, e.g. "vault://kv/tenants/acme/oidc" or
-   * "k8s://namespace/secret/key". Never the secret itself.
+   * "k8s://namespace/secret/key" (schemes: vault, k8s, aws-sm, gcp-sm, azure-kv).
+   * Never the secret itself.
    *
    * @generated from field: string client_secret_ref = 5;
    */
@@ -59,6 +60,7 @@ export type IdpConfig = Message<"breakpilot.tenantregistry.v1.IdpConfig"> & {
 
   /**
    * Email domains routed to this IdP (lowercase); each domain belongs to one tenant at most.
+   * Assigned by platform admins only (idp:domains), once the tenant's ownership is verified.
    *
    * @generated from field: repeated string email_domains = 7;
    */

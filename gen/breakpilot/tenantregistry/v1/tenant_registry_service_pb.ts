@@ -73,7 +73,7 @@ export type CreateTenantRequest = Message<"breakpilot.tenantregistry.v1.CreateTe
   provisioning: boolean;
 
   /**
-   * A retry with the same key returns the first result and never creates a duplicate.
+   * A retry with the same key (within 24 hours) returns the first result and never creates a duplicate.
    *
    * @generated from field: string idempotency_key = 8;
    */
@@ -998,8 +998,8 @@ export type CreateApiKeyRequest = Message<"breakpilot.tenantregistry.v1.CreateAp
   expiresAt?: Timestamp | undefined;
 
   /**
-   * A retry with the same key returns the first key's metadata and never creates
-   * a second key. The secret is not stored, so the retry's `secret` is empty.
+   * A retry with the same key (within 24 hours) returns the first key's metadata and
+   * never creates a second key. The secret is not stored, so the retry's `secret` is empty.
    *
    * @generated from field: string idempotency_key = 6;
    */
