@@ -2,32 +2,24 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TenantPlan, TenantStatus, ProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/health/v1/health_pb.js";
 import { ACME, seedDevData } from "../../src/db/seed.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
-import { clientFor, startTestServer, TRANSPORTS, type TestServer } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
+import { clientFor, TRANSPORTS, type TestServer } from "../support/server.js";
 
 const run = promisify(execFile);
 const BUF = join(PACKAGE_ROOT, "node_modules", ".bin", "buf");
 const SERVICE = "breakpilot.tenantregistry.v1.TenantRegistryService";
 
-let db: TestDatabase;
 let server: TestServer;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  const pool = await db.pool();
-  await seedDevData(pool);
-  server = await startTestServer(pool);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
+useTestServer(async (h) => {
+  server = h.server;
+  await seedDevData(h.pool);
 });
 
 describe.each(TRANSPORTS)("typed client over %s", (transport) => {

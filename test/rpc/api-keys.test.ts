@@ -4,7 +4,7 @@ import { toJsonString } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { ApiKeySchema, VerifyApiKeyCode } from "../../gen/breakpilot/tenantregistry/v1/api_key_pb.js";
 import { ProductCode, TenantStatus } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -13,9 +13,10 @@ import { insertApiKey, rotateApiKeySecret } from "../../src/db/queries/api-keys.
 import { generateApiKeyToken } from "../../src/domain/api-key.js";
 import { createLogger } from "../../src/logger.js";
 import { createApiKeyUsageTracker } from "../../src/service/api-key-usage.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import type { TestDatabase } from "../support/database.js";
+import { useTestServer } from "../support/harness.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 
 const SECOND = 1_000;
 const HOUR = 3_600_000;
@@ -29,17 +30,7 @@ let sqlClient: pg.Client;
 // The server's clock: expiry and grace periods are decided against it.
 let now = new Date();
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = await db.pool();
-  server = await startTestServer(pool, { clock: () => now });
-  sqlClient = await db.client();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+useTestServer((h) => ({ db, pool, server, sql: sqlClient } = h), { clock: () => now });
 
 beforeEach(() => {
   now = new Date();

@@ -1,20 +1,17 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { uniqueSlug } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer } from "../support/server.js";
+import { clientFor, type TestServer } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
 // A database of its own: the test-only trigger below must not touch other files' data.
-let db: TestDatabase;
 let server: TestServer;
 let sql: pg.Client;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool());
-  sql = await db.client();
+useTestServer(async (h) => {
+  ({ server, sql } = h);
   // Test-only: refuses audit events whose target is named "audit-refused-*".
   await sql.query(`
     CREATE FUNCTION refuse_marked_audit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -23,10 +20,6 @@ beforeAll(async () => {
       RETURN NEW;
     END $$;
     CREATE TRIGGER refuse_marked_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_marked_audit();`);
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
 });
 
 describe("a change and its audit event commit together or not at all", () => {

@@ -6,7 +6,7 @@ import type { Message } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { AuditEvent, AuditEventInput } from "../../gen/breakpilot/tenantregistry/v1/audit_pb.js";
 import {
   TenantRegistryService,
@@ -15,9 +15,9 @@ import {
 } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
 const run = promisify(execFile);
 const BUF = join(PACKAGE_ROOT, "node_modules", ".bin", "buf");
@@ -35,22 +35,12 @@ type EventInit = Plain<AuditEventInput>;
 type ListInit = Plain<ListAuditEventsRequest>;
 type ExportInit = Plain<ExportAuditEventsRequest>;
 
-let db: TestDatabase;
 let server: TestServer;
 let sqlClient: pg.Client;
 /** The server's "now"; undefined: the real time. */
 let frozenNow: Date | undefined;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool(), { clock: () => frozenNow ?? new Date() });
-  sqlClient = await db.client();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+useTestServer((h) => ({ server, sql: sqlClient } = h), { clock: () => frozenNow ?? new Date() });
 
 
 /** A prefix for external ids: they are unique per component across all tenants and tests. */

@@ -2,32 +2,22 @@ import { randomUUID } from "node:crypto";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { EntitlementReason } from "../../gen/breakpilot/tenantregistry/v1/entitlement_pb.js";
 import { ProductCode, TenantPlan, TenantStatus } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
 const HOUR = 3_600_000;
 
-let db: TestDatabase;
 let server: TestServer;
 let sqlClient: pg.Client;
 // The server's clock: expiry is decided against it, so tests move time instead of sleeping.
 let now = new Date();
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool(), { clock: () => now });
-  sqlClient = await db.client();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+useTestServer((h) => ({ server, sql: sqlClient } = h), { clock: () => now });
 
 beforeEach(() => {
   now = new Date();

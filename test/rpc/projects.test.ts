@@ -1,25 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
-let db: TestDatabase;
 let server: TestServer;
 let sql: pg.Client;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool());
-  sql = await db.client();
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+useTestServer((h) => ({ server, sql } = h));
 
 
 const UNKNOWN_ID = "00000000-0000-4000-8000-00000000dead";

@@ -1,24 +1,17 @@
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
-import { clientFor, startTestServer, type TestServer } from "../support/server.js";
+import { clientFor, type TestServer } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
-let db: TestDatabase;
 let server: TestServer;
 let sql: pg.Client;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool());
-  sql = await db.client();
+useTestServer(async (h) => {
+  ({ server, sql } = h);
   await sql.query(`
     INSERT INTO tenants (slug, name)
     SELECT 'page-' || lpad(n::text, 5, '0'), 'Tenant ' || n FROM generate_series(1, 1200) AS n`);
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
 });
 
 describe("keyset pagination of tenants", () => {

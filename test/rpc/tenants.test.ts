@@ -1,25 +1,16 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ProductCode, TenantPlan, TenantStatus } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, uniqueSlug } from "../support/fixtures.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
+import { useTestServer } from "../support/harness.js";
 
-let db: TestDatabase;
 let server: TestServer;
 let sql: pg.Client;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(await db.pool());
-  sql = await db.client();
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+useTestServer((h) => ({ server, sql } = h));
 
 const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => ConnectError.from(e));
 
