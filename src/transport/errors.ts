@@ -55,6 +55,11 @@ function isUnavailable(error: unknown): boolean {
  */
 export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string): ConnectError {
   if (error instanceof ConnectError) return error;
+  // The client went away mid-stream (e.g. buf curl closing a reflection stream): not our failure.
+  if ((error as { code?: unknown })?.code === "ERR_STREAM_PREMATURE_CLOSE") {
+    logger.debug({ procedure, requestId }, "client closed the stream");
+    return new ConnectError("the client closed the stream", Code.Canceled);
+  }
   if (error instanceof InvalidArgumentError) {
     const details = [
       {
