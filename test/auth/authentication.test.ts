@@ -21,6 +21,10 @@ let db: TestDatabase;
 let sql: pg.Client;
 let issuer: OidcIssuer;
 let server: TestServer;
+// The server's clock, for API-key expiry and rotation grace; tokens are judged by real time.
+let now = new Date();
+// Every access token this file hands out, so the log-hygiene test can look for each one.
+const issuedTokens: string[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -29,7 +33,14 @@ beforeAll(async () => {
   server = await startTestServer(await db.pool(), {
     appEnv: "prod",
     auth: { mode: "oidc", issuer: issuer.issuer, trustedProxies: ["127.0.0.0/8"], jwksCooldownMs: 0 },
+    clock: () => now,
   });
+  const issue = issuer.issue.bind(issuer);
+  issuer.issue = async (...args) => {
+    const token = await issue(...args);
+    issuedTokens.push(token);
+    return token;
+  };
 });
 afterAll(async () => {
   await server?.close();
@@ -61,7 +72,7 @@ async function badTokens(): Promise<[string, string, string][]> {
     ["HS256 signed with the public key", `Bearer ${hs256}`, "algorithm"],
     ["tampered payload", `Bearer ${header}.${tampered}.${valid.split(".")[2]}`, "signature"],
     ["unknown key id", `Bearer ${await issuer.issue({}, { kid: "kid-nobody-has" })}`, "signature|signing key"],
-    ["not a bearer scheme", `Basic ${Buffer.from("a:b").toString("base64")}`, "Bearer"],
+    ["not a bearer scheme", `Basic ${Buffer.from("a:b").toString("base64")}`, "malformed Authorization header"],
   ];
 }
 
@@ -191,7 +202,37 @@ describe("API keys as credentials", () => {
 
   it("refuses an unknown or malformed key", async () => {
     const error = await failure(registry("grpc", "Bearer trk_000000000000_0000000000000000000000000000000000000000000").listTenants({}));
-    expect(error).toMatchObject({ code: Code.Unauthenticated });
+    expect(error).toMatchObject({ code: Code.Unauthenticated, rawMessage: "api key rejected: not found" });
+  });
+
+  it("refuses an expired key, the old secret after its rotation grace, and a key of a suspended tenant, saying why", async () => {
+    const admin = registry("grpc", `Bearer ${await tokenFor(issuer, "platform-admin")}`);
+    const tenant = await insertTenant(sql);
+    const start = new Date();
+    now = start;
+    try {
+      const expiring = await admin.createApiKey({
+        tenantId: tenant.id,
+        name: "expiring",
+        scopes: ["tenant-viewer"],
+        expiresAt: { seconds: BigInt(Math.floor(start.getTime() / 1000) + 3600), nanos: 0 },
+      });
+      const rotated = await admin.createApiKey({ tenantId: tenant.id, name: "rotated", scopes: ["tenant-viewer"] });
+      const { secret: newSecret } = await admin.rotateApiKey({ id: rotated.apiKey!.id, gracePeriod: { seconds: 60n, nanos: 0 } });
+      const asKey = (secret: string) => registry("connect-json-h1", `Bearer ${secret}`).getTenant({ id: tenant.id });
+
+      await expect(asKey(expiring.secret)).resolves.toBeDefined();
+      await expect(asKey(rotated.secret)).resolves.toBeDefined(); // within the grace period
+      now = new Date(start.getTime() + 2 * 3600 * 1000);
+      expect(await failure(asKey(expiring.secret))).toMatchObject({ code: Code.Unauthenticated, rawMessage: "api key rejected: expired" });
+      expect(await failure(asKey(rotated.secret))).toMatchObject({ code: Code.Unauthenticated, rawMessage: "api key rejected: expired" });
+      await expect(asKey(newSecret)).resolves.toBeDefined();
+
+      await admin.suspendTenant({ id: tenant.id, reason: "key test" });
+      expect(await failure(asKey(newSecret))).toMatchObject({ code: Code.Unauthenticated, rawMessage: "api key rejected: tenant not active" });
+    } finally {
+      now = new Date();
+    }
   });
 });
 
@@ -233,7 +274,14 @@ describe("log hygiene", () => {
     }
     const logs = server.logText();
     expect(logs.length).toBeGreaterThan(0);
-    for (const token of tokens) expect(logs).not.toContain(token);
+    // Every valid token this file issued, and used in successful calls, too.
+    expect(issuedTokens.length).toBeGreaterThan(10);
+    tokens.push(...issuedTokens);
+    for (const token of tokens) {
+      expect(logs).not.toContain(token);
+      const signature = token.split(".")[2] ?? "";
+      if (signature.length > 16) expect(logs).not.toContain(signature); // not even the signature
+    }
     expect(logs).not.toContain(secret.split("_").at(-1));
   });
 });

@@ -1,6 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -38,8 +38,16 @@ async function fresh(migrate = false): Promise<TestDatabase> {
   return db;
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first (make test does)`);
+  // These tests run the built CLI: a build older than the sources would test old code.
+  const built = (await stat(MAIN)).mtimeMs;
+  const sources = await readdir(join(PACKAGE_ROOT, "src"), { recursive: true });
+  for (const file of sources.filter((f) => f.endsWith(".ts"))) {
+    if ((await stat(join(PACKAGE_ROOT, "src", file))).mtimeMs > built) {
+      throw new Error(`dist/ is older than src/${file}: run \`make build\` first (make test does)`);
+    }
+  }
 });
 afterAll(async () => {
   await Promise.all(databases.map((db) => db.drop()));

@@ -311,6 +311,7 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("IdP config over %
     const logs = server.logText();
     for (const secret of [...secrets, ...refs]) expect(logs).not.toContain(secret);
     const events = await auditEvents(sql, { tenantId: tenant.id });
+    expect(events).toHaveLength(refs.length); // one per accepted set; the rejected ones left none
     expect(events.every((e) => !("client_secret_ref" in e.fields) && e.fields.client_secret_ref_set === true)).toBe(true);
   });
 

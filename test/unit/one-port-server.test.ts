@@ -73,15 +73,17 @@ describe("one plaintext port", () => {
 
   it("on close: refuses new connections, lets in-flight requests finish, then stops", async () => {
     let release!: () => void;
+    let entered!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
+    const inHandler = new Promise<void>((resolve) => (entered = resolve));
     const server = await start(async (_req, res) => {
+      entered();
       await gate;
       res.end("finished");
     });
     const inFlight = fetch(`http://127.0.0.1:${server.port}/slow`).then((r) => r.text());
-    await new Promise((r) => setTimeout(r, 100)); // the request is being handled
-    const closing = server.close(5_000);
-    await new Promise((r) => setTimeout(r, 50));
+    await inHandler; // the request is being handled
+    const closing = server.close(5_000); // stops accepting at once
     await expect(fetch(`http://127.0.0.1:${server.port}/new`)).rejects.toThrow();
     release();
     expect(await inFlight).toBe("finished");
@@ -90,13 +92,13 @@ describe("one plaintext port", () => {
   });
 
   it("cuts off what is still running when the grace period ends", async () => {
-    const server = await start(() => {
-      // never answers
-    });
+    let entered!: () => void;
+    const inHandler = new Promise<void>((resolve) => (entered = resolve));
+    const server = await start(() => entered()); // and never answers
     const hanging = new Promise<string>((resolve) => {
       http.get(`http://127.0.0.1:${server.port}/forever`).on("error", (e) => resolve(e.message));
     });
-    await new Promise((r) => setTimeout(r, 100));
+    await inHandler;
     const started = Date.now();
     await server.close(200);
     expect(Date.now() - started).toBeLessThan(2_000);
