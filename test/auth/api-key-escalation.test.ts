@@ -1,12 +1,12 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { tokenFor } from "../support/auth.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant } from "../support/fixtures.js";
-import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
-import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { useOidcTestServer } from "../support/harness.js";
+import type { OidcIssuer } from "../support/oidc-issuer.js";
+import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 
 /**
  * An API key that may manage keys (api_keys:write) must not mint, rotate or
@@ -17,17 +17,13 @@ import { clientFor, startTestServer, type TestServer, type TransportName } from 
 
 type Registry = Client<typeof TenantRegistryService>;
 
-let db: TestDatabase;
 let sql: pg.Client;
 let issuer: OidcIssuer;
 let server: TestServer;
 let admin: Registry;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  sql = await db.client();
-  issuer = await startOidcIssuer();
-  server = await startTestServer(await db.pool(), { auth: { mode: "oidc", issuer: issuer.issuer } });
+useOidcTestServer(async (h) => {
+  ({ sql, issuer, server } = h);
   admin = clientFor(TenantRegistryService, server.baseUrl, "grpc", { authorization: `Bearer ${await tokenFor(issuer, "platform-admin")}` });
 
   // A write probe: a sequence is not rolled back, so it counts every write a
@@ -43,11 +39,6 @@ beforeAll(async () => {
     CREATE TRIGGER probe_idempotency BEFORE INSERT ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION note_write_attempt();
     CREATE TRIGGER probe_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION note_write_attempt();
   `);
-});
-afterAll(async () => {
-  await server?.close();
-  await issuer?.stop();
-  await db?.drop();
 });
 
 const writeAttempts = async () =>

@@ -4,14 +4,15 @@ import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { SignJWT, base64url } from "jose";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/health/v1/health_pb.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { tokenFor } from "../support/auth.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import type { TestDatabase } from "../support/database.js";
 import { insertTenant, uniqueSlug } from "../support/fixtures.js";
-import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
+import { useOidcTestServer } from "../support/harness.js";
+import type { OidcIssuer } from "../support/oidc-issuer.js";
 import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
 
 const run = promisify(execFile);
@@ -26,27 +27,22 @@ let now = new Date();
 // Every access token this file hands out, so the log-hygiene test can look for each one.
 const issuedTokens: string[] = [];
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  sql = await db.client();
-  issuer = await startOidcIssuer();
-  server = await startTestServer(await db.pool(), {
+useOidcTestServer(
+  (h) => {
+    ({ db, sql, issuer, server } = h);
+    const issue = issuer.issue.bind(issuer);
+    issuer.issue = async (...args) => {
+      const token = await issue(...args);
+      issuedTokens.push(token);
+      return token;
+    };
+  },
+  (oidc) => ({
     appEnv: "prod",
-    auth: { mode: "oidc", issuer: issuer.issuer, trustedProxies: ["127.0.0.0/8"], jwksCooldownMs: 0 },
+    auth: { mode: "oidc", issuer: oidc.issuer, trustedProxies: ["127.0.0.0/8"], jwksCooldownMs: 0 },
     clock: () => now,
-  });
-  const issue = issuer.issue.bind(issuer);
-  issuer.issue = async (...args) => {
-    const token = await issue(...args);
-    issuedTokens.push(token);
-    return token;
-  };
-});
-afterAll(async () => {
-  await server?.close();
-  await issuer?.stop();
-  await db?.drop();
-});
+  }),
+);
 
 const registry = (transport: TransportName, authorization?: string) =>
   clientFor(TenantRegistryService, server.baseUrl, transport, authorization === undefined ? undefined : { authorization });

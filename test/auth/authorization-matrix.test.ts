@@ -1,15 +1,15 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { ProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { IdpProtocol } from "../../gen/breakpilot/tenantregistry/v1/idp_pb.js";
 import { RPC_POLICIES } from "../../src/auth/permissions.js";
 import { insertApiKeyRow, insertIdpConfig, insertProject, tokenFor, type RoleName } from "../support/auth.js";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant, uniqueSlug } from "../support/fixtures.js";
-import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
-import { clientFor, startTestServer, type TestServer } from "../support/server.js";
+import { useOidcTestServer } from "../support/harness.js";
+import type { OidcIssuer } from "../support/oidc-issuer.js";
+import { clientFor, type TestServer } from "../support/server.js";
 
 type Registry = Client<typeof TenantRegistryService>;
 type Caller = RoleName | "api-key:tenant-admin" | "api-key:tenant-viewer";
@@ -116,23 +116,14 @@ const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<u
   },
 };
 
-let db: TestDatabase;
 let sql: pg.Client;
 let issuer: OidcIssuer;
 let server: TestServer;
 let admin: Registry;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  sql = await db.client();
-  issuer = await startOidcIssuer();
-  server = await startTestServer(await db.pool(), { auth: { mode: "oidc", issuer: issuer.issuer } });
+useOidcTestServer(async (h) => {
+  ({ sql, issuer, server } = h);
   admin = clientFor(TenantRegistryService, server.baseUrl, "grpc", { authorization: `Bearer ${await tokenFor(issuer, "platform-admin")}` });
-});
-afterAll(async () => {
-  await server?.close();
-  await issuer?.stop();
-  await db?.drop();
 });
 
 /** A tenant of the caller's own, with a product, a project, a key and an IdP config. */

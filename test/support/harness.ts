@@ -2,6 +2,7 @@ import type pg from "pg";
 import { afterAll, beforeAll } from "vitest";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { createTestDatabase, type TestDatabase } from "./database.js";
+import { startOidcIssuer, type OidcIssuer } from "./oidc-issuer.js";
 import { startTestServer, type TestServer, type TestServerOptions } from "./server.js";
 
 export type Harness = {
@@ -34,4 +35,26 @@ export function useTestServer(
     await server?.close();
     await db?.drop();
   });
+}
+
+export type OidcHarness = Harness & { readonly issuer: OidcIssuer };
+
+/**
+ * useTestServer with authentication on: a real OpenID issuer in the test
+ * process, and the server accepting its tokens. `options` may add to (or
+ * replace) the server options once the issuer's URL is known.
+ */
+export function useOidcTestServer(
+  assign: (harness: OidcHarness) => unknown,
+  options: (issuer: OidcIssuer) => TestServerOptions = (issuer) => ({ auth: { mode: "oidc", issuer: issuer.issuer } }),
+): void {
+  let issuer: OidcIssuer | undefined;
+  useTestServer(
+    (harness) => assign({ ...harness, issuer: issuer! }),
+    async () => {
+      issuer = await startOidcIssuer();
+      return options(issuer);
+    },
+  );
+  afterAll(async () => issuer?.stop());
 }
