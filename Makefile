@@ -26,7 +26,7 @@ DEPS_STAMP := node_modules/.package-lock.json
 MAIN := node dist/src/main.js
 
 .PHONY: help node install generate check-generated lint format typecheck build start dev \
-        test test-short migrate-up migrate-version migrate-down migrate-down-all \
+        test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
         migrate-create clean
 
 help: ## list the targets
@@ -81,6 +81,9 @@ test: $(DEPS_STAMP) check-generated lint typecheck build ## everything CI runs: 
 
 test-short: $(DEPS_STAMP) ## tests that need no database
 	vitest run --project unit
+
+bench: build ## hot-path benchmark: ratios against baselines measured in the same run
+	node dist/test/bench/hot-paths.js
 
 migrate-up: build ## apply pending migrations to DATABASE_URL
 	$(MAIN) migrate up
