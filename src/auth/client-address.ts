@@ -20,9 +20,9 @@ export function createClientAddressResolver(trustedProxies: readonly string[]) {
   };
 
   return function clientAddress(peer: string | undefined, forwardedFor: string | null): string | undefined {
-    const peerIp = normalise(peer);
+    const peerIp = normaliseAddress(peer);
     if (peerIp === undefined || !isTrusted(peerIp) || !forwardedFor) return peerIp;
-    const hops = forwardedFor.split(",").map((h) => normalise(h.trim())).filter((h): h is string => !!h && isIP(h) !== 0);
+    const hops = forwardedFor.split(",").map((h) => normaliseAddress(h.trim())).filter((h): h is string => !!h && isIP(h) !== 0);
     for (let i = hops.length - 1; i >= 0; i--) {
       if (!isTrusted(hops[i]!)) return hops[i];
     }
@@ -30,8 +30,8 @@ export function createClientAddressResolver(trustedProxies: readonly string[]) {
   };
 }
 
-// Node reports IPv4 peers on dual-stack sockets as "::ffff:127.0.0.1".
-function normalise(address: string | undefined): string | undefined {
+/** Node reports IPv4 peers on dual-stack sockets as "::ffff:127.0.0.1"; this gives "127.0.0.1". */
+export function normaliseAddress(address: string | undefined): string | undefined {
   if (!address) return undefined;
   return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }

@@ -11,7 +11,8 @@ export function requestFingerprint<D extends DescMessage>(schema: D, message: Me
   return createHash("sha256").update(canonical(json)).digest();
 }
 
-function canonical(value: JsonValue): string {
+/** JSON with object keys sorted at every depth: equal values give equal text. */
+export function canonical(value: JsonValue): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
   if (value !== null && typeof value === "object") {
     return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k]!)}`).join(",")}}`;

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { JsonValue } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   CreateTenantRequestSchema,
@@ -37,7 +38,7 @@ import { auditContextOf } from "../transport/context.js";
 import { fromProtoEnum, tenantToProto } from "../transport/convert.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
-import { requestFingerprint } from "./idempotency.js";
+import { canonical, requestFingerprint } from "./idempotency.js";
 import { decodePageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
 import {
   checkExternalId,
@@ -287,9 +288,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
 
 /** Equal as values: metadata maps compare by content, whatever their key order. */
 function sameValue(a: unknown, b: unknown): boolean {
-  const canonical = (v: unknown) =>
-    v !== null && typeof v === "object" ? JSON.stringify(Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y)))) : JSON.stringify(v ?? null);
-  return canonical(a) === canonical(b);
+  return canonical((a ?? null) as JsonValue) === canonical((b ?? null) as JsonValue);
 }
 
 const FIELD_OF = { name: "name", plan: "plan", metadata: "metadata", external_id: "externalId" } as const;
@@ -299,7 +298,7 @@ function diff(before: Tenant, after: Tenant, paths: readonly string[]): Record<s
   const changed: Record<string, { from: unknown; to: unknown }> = {};
   for (const path of paths) {
     const key = FIELD_OF[path as keyof typeof FIELD_OF];
-    if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changed[path] = { from: before[key], to: after[key] };
+    if (!sameValue(before[key], after[key])) changed[path] = { from: before[key], to: after[key] };
   }
   return changed;
 }

@@ -1,4 +1,5 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { normaliseAddress } from "../auth/client-address.js";
 import type { Principal } from "../auth/principal.js";
 import { ANONYMOUS, type Actor, type AuditContext } from "../domain/audit.js";
 
@@ -19,11 +20,6 @@ export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor
 
 /** The actor and source address every audit event of this call records. */
 export function auditContextOf(ctx: HandlerContext): AuditContext {
-  const address = ctx.values.get(clientAddressKey) ?? normaliseIp(ctx.values.get(peerAddressKey));
+  const address = ctx.values.get(clientAddressKey) ?? normaliseAddress(ctx.values.get(peerAddressKey));
   return { actor: ctx.values.get(actorKey), sourceIp: address };
-}
-
-// Node reports IPv4 peers on dual-stack sockets as "::ffff:127.0.0.1".
-function normaliseIp(address: string | undefined): string | undefined {
-  return address?.startsWith("::ffff:") ? address.slice("::ffff:".length) : address;
 }
