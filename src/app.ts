@@ -24,7 +24,9 @@ import { createIdpHandlers } from "./service/idp.js";
 import { startMaintenance } from "./service/maintenance.js";
 import { createProjectHandlers } from "./service/projects.js";
 import { createTenantHandlers } from "./service/tenants.js";
-import { createObservingInterceptor } from "./transport/errors.js";
+import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { TRACING_OFF, type Tracing } from "./observability/tracing.js";
+import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
 import { createHttpHandler } from "./transport/http-handler.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
@@ -53,6 +55,10 @@ export type AppDeps = {
   readonly auth?: AuthSettings;
   /** gRPC server reflection (v1 and v1alpha); on unless switched off. */
   readonly reflection?: boolean;
+  /** Default: a registry of this app's own (tests scrape it through /metrics). */
+  readonly metrics?: Metrics;
+  /** Default: off. */
+  readonly tracing?: Tracing;
 };
 
 function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
@@ -74,6 +80,7 @@ function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger:
 
 export type App = {
   readonly handler: RequestHandler;
+  readonly metrics: Metrics;
   readonly readiness: Readiness;
   /** Ends long-lived streams and stops timers, so a graceful shutdown completes. */
   beginShutdown(): void;
@@ -93,6 +100,8 @@ export function createApp({
   clock = () => new Date(),
   auth = { mode: "none" },
   reflection = true,
+  metrics = createMetrics(),
+  tracing = TRACING_OFF,
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
@@ -107,7 +116,8 @@ export function createApp({
     },
   }, READINESS_TTL_MS);
 
-  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal };
+  metrics.watchPool(() => db.state());
+  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics };
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);
   startMaintenance(deps);
@@ -115,7 +125,7 @@ export function createApp({
 
   const router = createConnectRouter({
     interceptors: [
-      createObservingInterceptor(logger),
+      createObservingInterceptor({ logger, metrics, tracing }),
       createAuthInterceptor({
         authenticate: authenticatorFor(auth, verifyKey, logger),
         openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
@@ -124,6 +134,7 @@ export function createApp({
         clientAddress: createClientAddressResolver(auth.trustedProxies ?? []),
         db,
         logger,
+        metrics,
       }),
     ],
     // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
@@ -146,7 +157,8 @@ export function createApp({
   if (reflection) registerReflection(router, registryOf(served), served);
 
   return {
-    handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger }),
+    handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger, metrics: metrics.registry }),
+    metrics,
     readiness,
     // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.
     beginShutdown: () => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)),

@@ -32,6 +32,26 @@ export type Config = {
   readonly trustedProxies: readonly string[];
   /** gRPC server reflection on the port (REFLECTION=off to hide the schema). */
   readonly reflection: boolean;
+  /** A second listener serving only GET /metrics (METRICS_ADDR); /metrics is on the main port regardless. */
+  readonly metricsListen: { readonly host: string | undefined; readonly port: number } | undefined;
+  readonly tracing: TracingConfig;
+};
+
+/**
+ * Traces, from the standard OTEL_* variables only. No endpoint means no
+ * exporter, no provider and no per-call cost.
+ */
+export type TracingConfig = {
+  /** The OTLP/HTTP traces URL (…/v1/traces); undefined: tracing is off. */
+  readonly endpoint: string | undefined;
+  readonly protocol: "http/protobuf" | "http/json";
+  readonly serviceName: string;
+  /** OTEL_RESOURCE_ATTRIBUTES, decoded. */
+  readonly resourceAttributes: Readonly<Record<string, string>>;
+  readonly sampler: {
+    readonly name: "always_on" | "always_off" | "traceidratio" | "parentbased_always_on" | "parentbased_always_off" | "parentbased_traceidratio";
+    readonly ratio: number;
+  };
 };
 
 export class ConfigError extends Error {
@@ -43,6 +63,9 @@ const boolish = z
     error: "expected true or false",
   })
   .transform((v) => ["true", "1", "yes", "on"].includes(v));
+
+// OTLP over gRPC is not offered: one HTTP exporter covers SigNoz and every collector.
+const otlpProtocol = z.enum(["http/protobuf", "http/json"], { error: "expected http/protobuf or http/json (grpc is not supported)" });
 
 const seconds = z.coerce
   .number({ error: "expected a number of seconds" })
@@ -79,14 +102,43 @@ const envSchema = z.object({
     })
     .default([]),
   REFLECTION: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
+  METRICS_ADDR: z.string().optional(),
+  OTEL_SDK_DISABLED: boolish.default(false),
+  OTEL_TRACES_EXPORTER: z.enum(["otlp", "none"], { error: "expected otlp or none" }).default("otlp"),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.default("http/protobuf"),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  OTEL_SERVICE_NAME: z.string().optional(),
+  OTEL_RESOURCE_ATTRIBUTES: z
+    .string()
+    .transform((v, ctx) => {
+      const attributes: Record<string, string> = {};
+      for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const at = pair.indexOf("=");
+        if (at <= 0) {
+          ctx.addIssue({ code: "custom", message: `expected key=value pairs, got "${pair}"` });
+          return z.NEVER;
+        }
+        attributes[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
+      }
+      return attributes;
+    })
+    .default({}),
+  OTEL_TRACES_SAMPLER: z
+    .enum(["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"], {
+      error: "expected always_on, always_off, traceidratio or their parentbased_ forms",
+    })
+    .default("parentbased_always_on"),
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number({ error: "expected a ratio between 0 and 1" }).min(0).max(1).default(1),
 });
 
 /** Parses ADDR: ":8090", "127.0.0.1:8090", "[::1]:8090", "localhost:0". */
-export function parseListenAddress(addr: string): { host: string | undefined; port: number } {
+export function parseListenAddress(addr: string, variable = "ADDR"): { host: string | undefined; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
   const port = match ? Number(match[3]) : NaN;
   if (!match || !Number.isInteger(port) || port > 65535) {
-    throw new ConfigError(`ADDR: expected host:port (e.g. ":8090" or "127.0.0.1:8090"), got "${addr}"`);
+    throw new ConfigError(`${variable}: expected host:port (e.g. ":8090" or "127.0.0.1:8090"), got "${addr}"`);
   }
   const host = match[1] ?? match[2];
   return { host: host === "" ? undefined : host, port };
@@ -133,5 +185,17 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
     auth: { mode: authMode, audience: e.AUTH_AUDIENCE, tenantClaim: e.AUTH_TENANT_CLAIM, clockSkewSec: e.AUTH_CLOCK_SKEW },
     trustedProxies: e.TRUSTED_PROXIES,
     reflection: e.REFLECTION === "on",
+    metricsListen: e.METRICS_ADDR === undefined ? undefined : parseListenAddress(e.METRICS_ADDR, "METRICS_ADDR"),
+    tracing: {
+      endpoint:
+        e.OTEL_SDK_DISABLED || e.OTEL_TRACES_EXPORTER === "none"
+          ? undefined
+          : (e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+            (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined ? undefined : `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, "")}/v1/traces`)),
+      protocol: e.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? e.OTEL_EXPORTER_OTLP_PROTOCOL,
+      serviceName: e.OTEL_SERVICE_NAME ?? e.OTEL_RESOURCE_ATTRIBUTES["service.name"] ?? "tenant-registry",
+      resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES,
+      sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG },
+    },
   };
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { runMigrate } from "./cli/migrate.js";
-import { serve } from "./cli/serve.js";
 import { ConfigError, loadConfig } from "./config.js";
-import { MigrationError } from "./db/migrations.js";
 import { createLogger } from "./logger.js";
+import { TRACING_OFF } from "./observability/tracing.js";
+
+// The commands are imported only after tracing has started: the pg
+// instrumentation wraps the driver as it loads, and ESM hoists static imports.
 
 const USAGE = `usage: tenant-registry [serve]          serve the API on ADDR (default)
        tenant-registry migrate <up | version | down | down-all | create NAME> [--force]`;
@@ -23,12 +24,17 @@ async function main(argv: readonly string[]): Promise<number> {
   const config = loadConfig(process.env, command === "migrate" ? "migrate" : "serve");
   switch (command) {
     case "serve": {
-      const logger = createLogger(config.logLevel);
-      await serve(config, logger, stopSignal(logger));
+      const tracing =
+        config.tracing.endpoint === undefined ? TRACING_OFF : (await import("./observability/tracing-sdk.js")).startTracing(config.tracing);
+      const logger = createLogger(config.logLevel, undefined, { traceIds: tracing.tracer !== undefined });
+      const { serve } = await import("./cli/serve.js");
+      await serve(config, logger, stopSignal(logger), tracing);
       return 0;
     }
-    case "migrate":
+    case "migrate": {
+      const { runMigrate } = await import("./cli/migrate.js");
       return runMigrate(args, config, { log: (line) => console.log(line), error: (line) => console.error(line) });
+    }
     default:
       console.error(USAGE);
       return 2;
@@ -55,7 +61,8 @@ function stopSignal(logger: { warn(msg: string): void }): Promise<string> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof ConfigError || error instanceof MigrationError || (error as Error)?.name === "StartupError") {
+    const name = (error as Error)?.name;
+    if (error instanceof ConfigError || name === "MigrationError" || name === "StartupError") {
       console.error(`tenant-registry: ${(error as Error).message}`);
     } else {
       console.error("tenant-registry: fatal:", error);

@@ -5,6 +5,7 @@ import type { Db } from "../db/queries/tenants.js";
 import type { Crud } from "../domain/audit.js";
 import { isUuid } from "../domain/ids.js";
 import type { Logger } from "../logger.js";
+import type { OutcomeMetrics } from "../observability/metrics.js";
 import { actorKey, clientAddressKey, peerAddressKey, principalKey } from "../transport/context.js";
 import { AuthenticationError, type Authenticator } from "./authenticate.js";
 import { platformPermissionsOf, RPC_POLICIES, tenantPermissionsOf, type RpcPolicy, type TenantLocator } from "./permissions.js";
@@ -22,6 +23,7 @@ export type AuthOptions = {
   readonly clientAddress: (peer: string | undefined, forwardedFor: string | null) => string | undefined;
   readonly db: Db;
   readonly logger: Logger;
+  readonly metrics: OutcomeMetrics;
 };
 
 /**
@@ -65,6 +67,7 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
 
     const denial = await authorize(principal, policy, req.method.input, message, options.tenants);
     if (denial) {
+      options.metrics.callDenied(req.method.name, denial.code === Code.NotFound ? "not_found" : "permission_denied");
       if (policy.auditAction) {
         if (denialBudget.take(`${principal.kind}:${principal.id}`)) {
           await recordDenial(options, principal, policy, req.method.name, denial, address);
@@ -181,6 +184,7 @@ async function recordDenial(
       },
       { actor: actorOf(principal), sourceIp },
     );
+    options.metrics.auditEventsWritten(1);
   } catch (error) {
     // The principal's tenant may be gone, or the database down: the denial stands either way.
     options.logger.warn({ err: error, method }, "could not record a denied call in the audit log");

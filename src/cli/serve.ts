@@ -5,14 +5,17 @@ import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaSt
 import { createDatabasePool } from "../db/pool.js";
 import { seedDevData } from "../db/seed.js";
 import type { Logger } from "../logger.js";
-import { listen } from "../transport/server.js";
+import { createMetrics } from "../observability/metrics.js";
+import { TRACING_OFF, type Tracing } from "../observability/tracing.js";
+import { sendMetrics } from "../transport/http-handler.js";
+import { listen, type Listening } from "../transport/server.js";
 
 export class StartupError extends Error {
   override readonly name = "StartupError";
 }
 
 /** serve: database (embedded in dev), migrations per MIGRATE_ON_START, the one port, graceful stop. */
-export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>): Promise<void> {
+export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>, tracing: Tracing = TRACING_OFF): Promise<void> {
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -56,15 +59,29 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         appEnv: config.appEnv,
         auth: { ...config.auth, issuer: config.keycloakIssuer, trustedProxies: config.trustedProxies },
         reflection: config.reflection,
+        metrics: createMetrics(undefined, { processMetrics: true }),
+        tracing,
       });
       const server = await listen(app.handler, config.listen, logger);
-      const where = server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`;
-      logger.info({ host: server.host, port: server.port, appEnv: config.appEnv }, `serving on ${where}`);
+      let metricsServer: Listening | undefined;
+      if (config.metricsListen) {
+        // Only /metrics: a scrape port kept off the API's network path.
+        metricsServer = await listen((req, res) => sendMetrics(app.metrics.registry, res, logger), config.metricsListen, logger);
+        logger.info({ host: metricsServer.host, port: metricsServer.port }, `metrics on ${addressText(metricsServer)}`);
+      }
+      app.metrics.startedUp(process.uptime());
+      logger.info(
+        { host: server.host, port: server.port, appEnv: config.appEnv, tracing: tracing.tracer !== undefined },
+        `serving on ${addressText(server)}`,
+      );
       const signal = await stopSignal;
       logger.info({ signal }, "shutting down: draining in-flight calls");
       app.beginShutdown();
       await server.close(config.shutdownGraceMs);
       await app.drain();
+      await metricsServer?.close(1_000);
+      // The spans of the last calls, before the process goes.
+      await tracing.shutdown().catch((error: unknown) => logger.warn({ err: error }, "could not flush the last spans"));
     } finally {
       await db.end();
     }
@@ -75,4 +92,8 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
     }
   }
   logger.info("stopped");
+}
+
+function addressText({ host, port }: { host: string; port: number }): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

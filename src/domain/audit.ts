@@ -9,6 +9,8 @@ export const ANONYMOUS: Actor = { kind: "anonymous" };
 export type AuditContext = {
   readonly actor: Actor;
   readonly sourceIp: string | undefined;
+  /** Told how many events were committed (metrics); absent outside a call. */
+  readonly written?: (count: number) => void;
 };
 
 export type Crud = "c" | "r" | "u" | "d";

@@ -19,10 +19,10 @@ export type ApiKeyVerifier = (
  * authentication of calls to this service, so both answer a key the same way.
  */
 export function createApiKeyVerifier(
-  { db, clock }: Pick<ServiceDeps, "db" | "clock">,
+  { db, clock, metrics }: Pick<ServiceDeps, "db" | "clock" | "metrics">,
   usage: ApiKeyUsageTracker,
 ): ApiKeyVerifier {
-  return async (token, request = {}) => {
+  const verify: ApiKeyVerifier = async (token, request = {}) => {
     const parsed = parseApiKeyToken(token);
     if (!parsed) return { code: "not_found" };
     const now = clock();
@@ -44,6 +44,11 @@ export function createApiKeyVerifier(
       now,
     );
     return { code, key };
+  };
+  return async (token, request) => {
+    const verification = await verify(token, request);
+    metrics.apiKeyVerified(verification.code);
+    return verification;
   };
 }
 

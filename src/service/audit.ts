@@ -57,7 +57,7 @@ async function requireTenant(db: Db, tenantId: string): Promise<void> {
   if (!(await findTenantRef(db, tenantId))) throw new NotFoundError("tenant", tenantId);
 }
 
-export function createAuditHandlers({ db, clock }: ServiceDeps) {
+export function createAuditHandlers({ db, clock, metrics }: ServiceDeps) {
   return {
     // Not itself audited: recording events is not a change to anything a tenant owns.
     async recordAuditEvents(req) {
@@ -86,6 +86,7 @@ export function createAuditHandlers({ db, clock }: ServiceDeps) {
         violations.throwIfAny();
         return insertAuditEvents(tx, events);
       });
+      metrics.auditEventsWritten(recorded);
       return { recorded, duplicates };
     },
 

@@ -16,9 +16,16 @@ export async function audited<T>(
   context: AuditContext,
   change: (tx: DatabaseTransactionConnection) => Promise<AuditedChange<T>>,
 ): Promise<T> {
-  return db.transaction(async (tx) => {
+  let written = 0;
+  const result = await db.transaction(async (tx) => {
+    written = 0; // a retried transaction starts over
     const { result, event } = await change(tx);
-    if (event) await insertAuditEvent(tx, event, context);
+    if (event) {
+      await insertAuditEvent(tx, event, context);
+      written = 1;
+    }
     return result;
   });
+  if (written > 0) context.written?.(written);
+  return result;
 }

@@ -1,5 +1,6 @@
 import type { DatabasePool } from "../db/pool.js";
 import type { Logger } from "../logger.js";
+import type { OutcomeMetrics } from "../observability/metrics.js";
 
 /** What every handler factory may use; passed in, never imported as a singleton. */
 export type ServiceDeps = {
@@ -10,4 +11,6 @@ export type ServiceDeps = {
   readonly logger: Logger;
   /** Aborted when the server begins to shut down: stop timers, flush what is pending. */
   readonly shutdownSignal: AbortSignal;
+  /** Counts outcomes (key verifications, entitlement reasons, audit events) for /metrics. */
+  readonly metrics: OutcomeMetrics;
 };

@@ -38,7 +38,7 @@ const grantFields = (g: ProductGrant) => ({
   limits: limitsForAudit(g.limits),
 });
 
-export function createEntitlementHandlers({ db, clock }: ServiceDeps) {
+export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
   return {
     async grantProduct(req, ctx) {
       const v = new Violations();
@@ -113,6 +113,7 @@ export function createEntitlementHandlers({ db, clock }: ServiceDeps) {
 
       const facts = await findEntitlementFacts(db, isUuid(tenant) ? { id: tenant.toLowerCase() } : { slug: tenant }, product!);
       const reason = entitlementReason(facts, clock());
+      metrics.entitlementChecked(reason);
       const grant = facts?.grant;
       return {
         entitled: reason === "entitled",

@@ -166,7 +166,7 @@ export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
               isFailure: true,
             },
             auditContextOf(ctx),
-          ).catch((err: unknown) => logger.warn({ err, method: "SetIdpConfig" }, "could not record a denied call in the audit log"));
+          ).then(() => auditContextOf(ctx).written?.(1)).catch((err: unknown) => logger.warn({ err, method: "SetIdpConfig" }, "could not record a denied call in the audit log"));
         }
         throw error;
       }

@@ -10,7 +10,10 @@ const INTERVAL_MS = 60 * 60 * 1000;
  * their retention so the table does not grow without bound. Failures are
  * logged and retried next hour; stops on shutdown.
  */
-export function startMaintenance({ db, clock, logger, shutdownSignal }: ServiceDeps, intervalMs = INTERVAL_MS): void {
+export function startMaintenance(
+  { db, clock, logger, shutdownSignal }: Omit<ServiceDeps, "metrics">,
+  intervalMs = INTERVAL_MS,
+): void {
   const run = async () => {
     try {
       const removed = await deleteIdempotencyKeysBefore(db, new Date(clock().getTime() - IDEMPOTENCY_KEY_RETENTION_MS));

@@ -12,14 +12,24 @@ export const peerAddressKey = createContextKey<string | undefined>(undefined, { 
  */
 export const clientAddressKey = createContextKey<string | undefined>(undefined, { description: "client address" });
 
+/**
+ * The REST template the call was matched by (e.g. "/v1/tenants/{id}"), set by
+ * the REST layer; undefined for gRPC, gRPC-Web and Connect calls. Tracing uses
+ * it as http.route and metrics as the protocol "rest".
+ */
+export const restRouteKey = createContextKey<string | undefined>(undefined, { description: "REST route template" });
+
 /** The verified caller, for the few checks a handler must make itself (set by the auth interceptor). */
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "principal" });
 
 /** Who is calling. Anonymous until an authentication interceptor says otherwise. */
 export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor" });
 
+/** Counts committed audit events (set by the observing interceptor). */
+export const auditWrittenKey = createContextKey<((count: number) => void) | undefined>(undefined, { description: "audit events written" });
+
 /** The actor and source address every audit event of this call records. */
 export function auditContextOf(ctx: HandlerContext): AuditContext {
   const address = ctx.values.get(clientAddressKey) ?? normaliseAddress(ctx.values.get(peerAddressKey));
-  return { actor: ctx.values.get(actorKey), sourceIp: address };
+  return { actor: ctx.values.get(actorKey), sourceIp: address, written: ctx.values.get(auditWrittenKey) };
 }

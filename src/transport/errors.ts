@@ -1,6 +1,5 @@
-import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BackendTerminatedError,
   CheckIntegrityConstraintViolationError,
@@ -53,8 +52,10 @@ function isUnavailable(error: unknown): boolean {
  * generic one: never SQL, never a stack. Unexpected failures are logged with
  * their cause under a request id that the client also receives.
  */
-export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string): ConnectError {
+export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string, traceId?: string): ConnectError {
   if (error instanceof ConnectError) return error;
+  // What an operator needs to find this call's log lines and trace.
+  const reference = traceId ? `request id ${requestId}, trace id ${traceId}` : `request id ${requestId}`;
   // The client went away mid-stream (e.g. buf curl closing a reflection stream): not our failure.
   if ((error as { code?: unknown })?.code === "ERR_STREAM_PREMATURE_CLOSE") {
     logger.debug({ procedure, requestId }, "client closed the stream");
@@ -94,49 +95,8 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
   }
   if (isUnavailable(error)) {
     logger.warn({ err: error, procedure, requestId }, "database unavailable");
-    return new ConnectError(`the database is unavailable, retry later (request id ${requestId})`, Code.Unavailable);
+    return new ConnectError(`the database is unavailable, retry later (${reference})`, Code.Unavailable);
   }
   logger.error({ err: error, procedure, requestId }, "unexpected error");
-  return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
-}
-
-async function* observeStream<T>(
-  messages: AsyncIterable<T>,
-  map: (error: unknown) => ConnectError,
-  done: (code: string) => void,
-): AsyncIterable<T> {
-  try {
-    yield* messages;
-  } catch (error) {
-    const mapped = map(error);
-    done(Code[mapped.code]);
-    throw mapped;
-  }
-  done("ok");
-}
-
-/** Request id, access log and error mapping for every call, on every protocol. */
-export function createObservingInterceptor(logger: Logger): Interceptor {
-  return (next) => async (req) => {
-    const started = performance.now();
-    const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
-    const procedure = `${req.service.typeName}/${req.method.name}`;
-    const map = (error: unknown) => toConnectError(error, logger, procedure, requestId);
-    const done = (code: string) =>
-      logger.info({ procedure, code, ms: Math.round((performance.now() - started) * 100) / 100, requestId }, "rpc");
-    try {
-      const res = await next(req);
-      res.header.set("x-request-id", requestId);
-      if (!res.stream) {
-        done("ok");
-        return res;
-      }
-      return { ...res, message: observeStream(res.message, map, done) };
-    } catch (error) {
-      const mapped = map(error);
-      mapped.metadata.set("x-request-id", requestId);
-      done(Code[mapped.code]);
-      throw mapped;
-    }
-  };
+  return new ConnectError(`internal error (${reference})`, Code.Internal);
 }

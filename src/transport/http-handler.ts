@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { Registry } from "prom-client";
 import type { Logger } from "../logger.js";
 import { peerAddressKey } from "./context.js";
 import type { Readiness } from "./health.js";
@@ -20,6 +21,8 @@ export function createHttpHandler(options: {
   restServices: readonly DescService[];
   readiness: Readiness;
   logger: Logger;
+  /** Served at GET /metrics, open like the health endpoints. */
+  metrics: Registry;
 }): RequestHandler {
   const { router, readiness, logger } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -52,6 +55,10 @@ export function createHttpHandler(options: {
         });
       return;
     }
+    if (path === "/metrics" && req.method === "GET") {
+      sendMetrics(options.metrics, res, logger);
+      return;
+    }
     rest(req, res, contextValuesFor(req))
       .then((handled) => {
         if (!handled) sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${path}` });
@@ -61,4 +68,19 @@ export function createHttpHandler(options: {
         if (!res.headersSent) sendJson(res, 500, { code: "internal", message: "internal error" });
       });
   };
+}
+
+/** Prometheus text format; shared with the METRICS_ADDR listener. */
+export function sendMetrics(registry: Registry, res: http.ServerResponse | http2.Http2ServerResponse, logger: Logger): void {
+  registry
+    .metrics()
+    .then((text) => {
+      res.statusCode = 200;
+      res.setHeader("content-type", registry.contentType);
+      res.end(text);
+    })
+    .catch((error: unknown) => {
+      logger.error({ err: error }, "metrics collection failed");
+      sendJson(res, 500, { code: "internal", message: "metrics collection failed" });
+    });
 }

@@ -6,6 +6,7 @@ import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../gen/google/api/http_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { restRouteKey } from "./context.js";
 import { enumsFromShort, enumsToShort } from "./rest-json.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -206,7 +207,7 @@ async function invoke(route: Route, request: JsonObject, req: NodeRequest, res: 
     header,
     body: request,
     signal: abort.signal,
-    contextValues,
+    contextValues: contextValues.set(restRouteKey, route.template),
   });
   const chunks: Uint8Array[] = [];
   for await (const chunk of uRes.body ?? []) chunks.push(chunk);

@@ -37,6 +37,15 @@ describe("errors become Connect codes in one place", () => {
     expect(text()).toContain('relation \\"tenants\\" does not exist');
   });
 
+  it("names the trace id next to the request id when the call is traced, so one id finds the trace and the logs", () => {
+    const { logger } = capture();
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const internal = toConnectError(new Error("boom"), logger, "svc/Method", "req-1", traceId);
+    expect(internal.rawMessage).toBe(`internal error (request id req-1, trace id ${traceId})`);
+    const down = toConnectError(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }), logger, "svc/Method", "req-1", traceId);
+    expect(down.rawMessage).toContain(`(request id req-1, trace id ${traceId})`);
+  });
+
   it("answers a value PostgreSQL cannot store (SQLSTATE class 22) as InvalidArgument", () => {
     const mapped = map(Object.assign(new Error("invalid byte sequence for encoding UTF8: 0x00"), { code: "22021" }));
     expect(mapped.code).toBe(Code.InvalidArgument);
