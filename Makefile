@@ -26,7 +26,7 @@ DEPS_STAMP := node_modules/.package-lock.json
 MAIN := node dist/src/main.js
 
 .PHONY: help node install generate check-generated lint format typecheck build start dev \
-        test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
+        protos pack test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
         migrate-create clean
 
 help: ## list the targets
@@ -69,6 +69,24 @@ typecheck: $(DEPS_STAMP) ## tsc --noEmit over src, gen and test
 build: $(DEPS_STAMP) ## compile to dist/
 	rm -rf dist
 	tsc -p tsconfig.build.json
+
+# The bundle for other languages: our protos plus exactly the third-party files a
+# client needs (the HTTP annotations they import, the error details the server
+# sends, health and reflection v1). google/protobuf/* ships with protoc and buf.
+PROTO_BUNDLE := proto/breakpilot \
+  node_modules/google-proto-files/google/rpc/error_details.proto \
+  node_modules/grpc-health-check/proto/health/v1/health.proto \
+  node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto
+PROTOS_OUT ?= dist/protos
+PROTOS_IMAGE ?= dist/tenant-registry.binpb
+
+protos: $(DEPS_STAMP) ## proto bundle for other languages: dist/protos/ (sources) and dist/tenant-registry.binpb (buf image)
+	rm -rf $(PROTOS_OUT)
+	buf export . $(addprefix --path ,$(PROTO_BUNDLE)) -o $(PROTOS_OUT)
+	buf build . $(addprefix --path ,$(PROTO_BUNDLE)) -o $(PROTOS_IMAGE)
+
+pack: build protos ## npm pack the package (server, client entry, proto bundle) into dist/
+	npm pack --pack-destination dist
 
 start: build ## run the built server (serve) with the environment exactly as given
 	$(MAIN) serve

@@ -1,0 +1,67 @@
+/**
+ * tenant-registry/client: a typed client of TenantRegistryService for sibling
+ * services. Imports nothing of the server (no database driver): only the
+ * generated stubs and Connect.
+ */
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { createRetryInterceptor, type RetryOptions } from "./retry.js";
+
+export type TenantRegistryClientOptions = {
+  /** e.g. "http://tenant-registry:8090" (plaintext h2c or HTTP/1.1) or an https:// URL. */
+  readonly baseUrl: string;
+  /** gRPC (HTTP/2), or Connect (binary; HTTP/1.1 unless httpVersion says "2"). Default "grpc". */
+  readonly protocol?: "grpc" | "connect";
+  /** For protocol "connect" only: default "1.1". */
+  readonly httpVersion?: "1.1" | "2";
+  /** A bearer credential sent on every call: an access token or a tenant API key. */
+  readonly token?: string;
+  /** Asked before every attempt, so it can refresh (e.g. a client-credentials grant with its own cache). */
+  readonly tokenProvider?: () => string | Promise<string>;
+  /** The deadline of a call that sets none itself (default 5 s; retries happen within it). */
+  readonly timeoutMs?: number;
+  /** Retries of safe calls on Unavailable: a count, or the backoff in detail (default 2 retries). */
+  readonly retries?: number | RetryOptions;
+  /** Run outermost-first, around authentication and retries (e.g. tracing). */
+  readonly interceptors?: readonly Interceptor[];
+};
+
+export type TenantRegistryClient = Client<typeof TenantRegistryService>;
+
+export function createTenantRegistryClient(options: TenantRegistryClientOptions): TenantRegistryClient {
+  if (options.token !== undefined && options.tokenProvider !== undefined) {
+    throw new TypeError("createTenantRegistryClient: give token or tokenProvider, not both");
+  }
+  const retries: RetryOptions = typeof options.retries === "number" ? { max: options.retries } : (options.retries ?? {});
+  const interceptors = [
+    ...(options.interceptors ?? []),
+    createRetryInterceptor(retries),
+    ...(options.token !== undefined || options.tokenProvider ? [createBearerInterceptor(options)] : []),
+  ];
+  const common = { baseUrl: options.baseUrl, interceptors, defaultTimeoutMs: options.timeoutMs ?? 5_000 };
+  const transport =
+    (options.protocol ?? "grpc") === "grpc"
+      ? createGrpcTransport(common)
+      : createConnectTransport({ ...common, httpVersion: options.httpVersion ?? "1.1", useBinaryFormat: true });
+  return createClient(TenantRegistryService, transport);
+}
+
+/** Innermost, so every retry asks the provider again and a refreshed token is used. */
+function createBearerInterceptor(options: Pick<TenantRegistryClientOptions, "token" | "tokenProvider">): Interceptor {
+  const { token, tokenProvider } = options;
+  return (next) => async (req) => {
+    req.header.set("authorization", `Bearer ${tokenProvider ? await tokenProvider() : token}`);
+    return next(req);
+  };
+}
+
+export { createRetryInterceptor, isSafeToRetry, type RetryOptions } from "./retry.js";
+export { Code, ConnectError } from "@connectrpc/connect";
+export * from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/project_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/entitlement_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/idp_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/api_key_pb.js";
+export * from "../../gen/breakpilot/tenantregistry/v1/audit_pb.js";
