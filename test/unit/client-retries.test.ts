@@ -120,10 +120,9 @@ describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) =
   it("keeps retries inside the call's deadline", async () => {
     script = { failures: 1_000, code: Code.Unavailable };
     const started = Date.now();
-    const error = await client({ timeoutMs: 300, retries: { max: 1_000, baseDelayMs: 100, maxDelayMs: 100 } })
-      .getTenantBySlug({ slug: "acme" })
-      .catch((e: unknown) => ConnectError.from(e));
-    expect(error.code).toBe(Code.DeadlineExceeded);
+    await expect(
+      client({ timeoutMs: 300, retries: { max: 1_000, baseDelayMs: 100, maxDelayMs: 100 } }).getTenantBySlug({ slug: "acme" }),
+    ).rejects.toMatchObject({ code: Code.DeadlineExceeded });
     expect(Date.now() - started).toBeLessThan(1_500);
     expect(calls["getTenantBySlug"]).toBeLessThan(20);
   });
