@@ -10,6 +10,9 @@ import { createOidcVerifier } from "./auth/oidc.js";
 import { assertEveryRpcHasAPolicy } from "./auth/permissions.js";
 import { DEV_PLATFORM_ADMIN } from "./auth/principal.js";
 import { createTenantLookup } from "./auth/tenant-lookup.js";
+import { createChangeListener, type ChangeListener } from "./cache/change-listener.js";
+import { createReadCache, type CacheStats, type ReadCache } from "./cache/read-cache.js";
+import { DEFAULT_CACHE_SETTINGS, type CacheSettings } from "./config.js";
 import { compareSchema, schemaProblem, type MigrationPlan } from "./db/migrations.js";
 import type { DatabasePool } from "./db/pool.js";
 import { listAppliedMigrations } from "./db/queries/schema.js";
@@ -59,6 +62,8 @@ export type AppDeps = {
   readonly metrics?: Metrics;
   /** Default: off. */
   readonly tracing?: Tracing;
+  /** The hot-read cache (CACHE, CACHE_MAX_ENTRIES, CACHE_TTL). */
+  readonly cache?: CacheSettings;
 };
 
 function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
@@ -84,8 +89,13 @@ export type App = {
   readonly readiness: Readiness;
   /** Ends long-lived streams and stops timers, so a graceful shutdown completes. */
   beginShutdown(): void;
-  /** After the listener has closed: writes what is still pending (API-key usage). */
+  /** After the listener has closed: writes what is still pending (API-key usage), closes the change listener. */
   drain(): Promise<void>;
+  /** Every change committed through any replica (the WatchChanges feed), and the listener's state. */
+  readonly changes: ChangeListener;
+  /** Hits, misses, evictions, entries, listener state; invalidation lag through onInvalidation. */
+  readonly cacheStats: CacheStats;
+  readonly onInvalidation: ReadCache["onInvalidation"];
 };
 
 // Probes and Watch streams share one readiness query per second at most.
@@ -102,6 +112,7 @@ export function createApp({
   reflection = true,
   metrics = createMetrics(),
   tracing = TRACING_OFF,
+  cache: cacheSettings = DEFAULT_CACHE_SETTINGS,
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
@@ -117,7 +128,10 @@ export function createApp({
   }, READINESS_TTL_MS);
 
   metrics.watchPool(() => db.state());
-  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics };
+  // One LISTEN session per replica, on its own connection to the pool's database.
+  const changes = createChangeListener({ connectionUri: db.configuration.connectionUri, logger });
+  const cache = createReadCache(cacheSettings, changes, logger);
+  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics, changes: { committed: cache.apply } };
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);
   startMaintenance(deps);
@@ -163,6 +177,12 @@ export function createApp({
     // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.
     beginShutdown: () => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)),
     // Uses noted while draining would otherwise be lost with the process.
-    drain: () => usage.flush(),
+    drain: async () => {
+      await usage.flush();
+      await changes.close();
+    },
+    changes,
+    cacheStats: cache.stats,
+    onInvalidation: cache.onInvalidation,
   };
 }

@@ -35,6 +35,7 @@ export type Config = {
   /** A second listener serving only GET /metrics (METRICS_ADDR); /metrics is on the main port regardless. */
   readonly metricsListen: { readonly host: string | undefined; readonly port: number } | undefined;
   readonly tracing: TracingConfig;
+  readonly cache: CacheSettings;
 };
 
 /**
@@ -53,6 +54,18 @@ export type TracingConfig = {
     readonly ratio: number;
   };
 };
+
+/** The in-process read-through cache of the hot reads (see src/cache/). */
+export type CacheSettings = {
+  /** CACHE=off: every read goes to PostgreSQL. */
+  readonly enabled: boolean;
+  /** CACHE_MAX_ENTRIES: least recently used entries go first beyond this. */
+  readonly maxEntries: number;
+  /** CACHE_TTL: no entry is older than this, whatever the change notices say. */
+  readonly ttlMs: number;
+};
+
+export const DEFAULT_CACHE_SETTINGS: CacheSettings = { enabled: true, maxEntries: 200_000, ttlMs: 60_000 };
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -131,6 +144,14 @@ const envSchema = z.object({
     })
     .default("parentbased_always_on"),
   OTEL_TRACES_SAMPLER_ARG: z.coerce.number({ error: "expected a ratio between 0 and 1" }).min(0).max(1).default(1),
+  CACHE: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
+  CACHE_MAX_ENTRIES: z.coerce
+    .number({ error: "expected a whole number of entries" })
+    .int({ error: "expected a whole number of entries" })
+    .min(1, { error: "expected at least 1 entry (CACHE=off switches the cache off)" })
+    .max(100_000_000, { error: "expected at most 100000000 entries" })
+    .default(DEFAULT_CACHE_SETTINGS.maxEntries),
+  CACHE_TTL: seconds.prefault(String(DEFAULT_CACHE_SETTINGS.ttlMs / 1000)),
 });
 
 /** Parses ADDR: ":8090", "127.0.0.1:8090", "[::1]:8090", "localhost:0". */
@@ -197,5 +218,6 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
       resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES,
       sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG },
     },
+    cache: { enabled: e.CACHE === "on", maxEntries: e.CACHE_MAX_ENTRIES, ttlMs: e.CACHE_TTL },
   };
 }

@@ -61,6 +61,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         reflection: config.reflection,
         metrics: createMetrics(undefined, { processMetrics: true }),
         tracing,
+        cache: config.cache,
       });
       const server = await listen(app.handler, config.listen, logger);
       let metricsServer: Listening | undefined;

@@ -92,6 +92,8 @@ export type ApiKey = {
   readonly updatedAt: Date;
   /** After a rotation with a grace period: until when the previous secret still works. */
   readonly previousExpiresAt: Date | null;
+  /** The previous secret's prefix while it may still be cached as a verification entry. */
+  readonly previousPrefix: string | null;
 };
 
 export const SCOPE_PATTERN = /^[a-z][a-z0-9_.:-]{0,63}$/;

@@ -36,6 +36,7 @@ import { grantDenial, manageDenial, scopesNotHeld } from "../domain/api-key-gran
 import type { AuditEventDraft } from "../domain/audit.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
+import { cacheKey } from "../cache/change-notice.js";
 import { auditContextOf, principalKey } from "../transport/context.js";
 import { tenantToProto } from "../transport/convert.js";
 import { apiKeyToProto, verifyCodeToProto } from "../transport/convert-api-key.js";
@@ -106,6 +107,11 @@ function decodeCursor(token: string, filters: unknown): ApiKeyCursor | undefined
   return { createdAt, id };
 }
 
+/** The verification entries a key is cached under: its current and its previous prefix. */
+function prefixKeys(key: Pick<ApiKey, "prefix" | "previousPrefix">) {
+  return key.previousPrefix ? [cacheKey.apiKeyPrefix(key.prefix), cacheKey.apiKeyPrefix(key.previousPrefix)] : [cacheKey.apiKeyPrefix(key.prefix)];
+}
+
 /** The answer for a malformed token, an unknown prefix or a wrong secret: nothing else is told. */
 const notFound = (): MessageInitShape<typeof VerifyApiKeyResponseSchema> => ({ valid: false, code: verifyCodeToProto("not_found") });
 
@@ -137,7 +143,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
       const projectId = req.projectId === "" ? null : req.projectId.toLowerCase();
       const name = req.name.trim();
       const id = randomUUID();
-      const result = await audited(db, auditContextOf(ctx), async (tx) => {
+      const result = await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         if (idempotencyKey !== "") {
           // The fingerprint is of the normalised request, so a retry that only
@@ -162,7 +168,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
             // again: by design only its hash was ever stored, so `secret` is "".
             const existing = await findApiKeyById(tx, claim.resourceId);
             if (!existing) throw new FailedPreconditionError("the api key created with this idempotency_key no longer exists");
-            return { result: { key: existing, secret: "", replay: true }, event: null };
+            return { result: { key: existing, secret: "", replay: true }, event: null, changed: null };
           }
         }
         const { token, written: key } = await withFreshToken((t) =>
@@ -189,7 +195,9 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
             expires_at: key.expiresAt?.toISOString() ?? null,
           },
         };
-        return { result: { key, secret: token.token, replay: false }, event };
+        // The prefix and id may be cached as unknown (a guess, or a lookup racing the create).
+        const changed = { tenantId, keys: [cacheKey.apiKeyPrefix(key.prefix), cacheKey.apiKeyTenant(key.id)] };
+        return { result: { key, secret: token.token, replay: false }, event, changed };
       });
       return { apiKey: apiKeyToProto(result.key), secret: result.secret, idempotentReplay: result.replay };
     },
@@ -216,12 +224,12 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
 
     async revokeApiKey(req, ctx) {
       const id = requireUuid("id", req.id);
-      const key = await audited(db, auditContextOf(ctx), async (tx) => {
+      const key = await audited(deps, auditContextOf(ctx), async (tx) => {
         const current = await lockKeyForChange(tx, id);
         assertMayManage(ctx, "revoke", current);
         const revoked = current.revokedAt ? null : await revokeApiKey(tx, id, clock());
         // Revoking a revoked key changes nothing: the key as it is, no event.
-        if (!revoked) return { result: current, event: null };
+        if (!revoked) return { result: current, event: null, changed: null };
         const event: AuditEventDraft = {
           tenantId: revoked.tenantId,
           action: "api_key.revoke",
@@ -229,7 +237,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
           target: keyTarget(revoked),
           fields: { prefix: revoked.prefix, revoked_at: revoked.revokedAt?.toISOString() ?? null },
         };
-        return { result: revoked, event };
+        return { result: revoked, event, changed: { tenantId: revoked.tenantId, keys: prefixKeys(current) } };
       });
       return { apiKey: apiKeyToProto(key) };
     },
@@ -243,7 +251,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
           throw InvalidArgumentError.field("grace_period", "must be between 0 and 30 days");
         }
       }
-      const result = await audited(db, auditContextOf(ctx), async (tx) => {
+      const result = await audited(deps, auditContextOf(ctx), async (tx) => {
         const current = await lockKeyForChange(tx, id);
         assertMayManage(ctx, "rotate", current);
         if (current.revokedAt) throw new FailedPreconditionError(`api key ${id} is revoked and cannot be rotated`);
@@ -260,7 +268,9 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
           // until previous_expires_at only when the grace period is > 0).
           fields: { grace_period_seconds: graceMs / 1000, prefix: key.prefix, previous_prefix: current.prefix },
         };
-        return { result: { key, secret: token.token }, event };
+        // The replaced prefixes stop (or keep) working; the new one may be cached as unknown.
+        const changed = { tenantId: key.tenantId, keys: [...prefixKeys(current), cacheKey.apiKeyPrefix(key.prefix)] };
+        return { result: { key, secret: token.token }, event, changed };
       });
       return { apiKey: apiKeyToProto(result.key), secret: result.secret };
     },

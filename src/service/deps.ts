@@ -1,3 +1,4 @@
+import type { ChangeNotice } from "../cache/change-notice.js";
 import type { DatabasePool } from "../db/pool.js";
 import type { Logger } from "../logger.js";
 import type { OutcomeMetrics } from "../observability/metrics.js";
@@ -13,4 +14,6 @@ export type ServiceDeps = {
   readonly shutdownSignal: AbortSignal;
   /** Counts outcomes (key verifications, entitlement reasons, audit events) for /metrics. */
   readonly metrics: OutcomeMetrics;
+  /** Told of every change this replica commits (see audited). */
+  readonly changes: { committed(notice: ChangeNotice): void };
 };

@@ -14,6 +14,7 @@ import { entitlementReason, limitsForAudit, limitsProblems, type ProductGrant } 
 import { NotFoundError } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import { slugProblem, type ProductCode } from "../domain/tenant.js";
+import { cacheKey } from "../cache/change-notice.js";
 import { auditContextOf } from "../transport/context.js";
 import { planToProto, statusToProto } from "../transport/convert.js";
 import { entitlementReasonToProto, grantToProto, limitsToProto, productFromProto } from "../transport/convert-entitlement.js";
@@ -38,7 +39,8 @@ const grantFields = (g: ProductGrant) => ({
   limits: limitsForAudit(g.limits),
 });
 
-export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
+export function createEntitlementHandlers(deps: ServiceDeps) {
+  const { db, clock, metrics } = deps;
   return {
     async grantProduct(req, ctx) {
       const v = new Violations();
@@ -49,7 +51,7 @@ export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
       v.throwIfAny();
 
       const tenantId = req.tenantId.toLowerCase();
-      const grant = await audited(db, auditContextOf(ctx), async (tx) => {
+      const grant = await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         const { grant, created } = await upsertProductGrant(tx, { tenantId, product: product!, expiresAt, limits: req.limits });
         const event: AuditEventDraft = {
@@ -59,7 +61,8 @@ export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
           target: grantTarget(tenantId, grant.product),
           fields: grantFields(grant),
         };
-        return { result: grant, event };
+        // Grants live in the tenant's entry (CheckEntitlement, the products of GetTenant and VerifyApiKey).
+        return { result: grant, event, changed: { tenantId, keys: [cacheKey.tenant(tenantId)] } };
       });
       return { grant: grantToProto(grant) };
     },
@@ -71,7 +74,7 @@ export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
       v.throwIfAny();
 
       const tenantId = req.tenantId.toLowerCase();
-      await audited(db, auditContextOf(ctx), async (tx) => {
+      await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         const grant = await deleteProductGrant(tx, tenantId, product!);
         if (!grant) throw new NotFoundError("product grant", `${tenantId}/${product}`);
@@ -82,7 +85,7 @@ export function createEntitlementHandlers({ db, clock, metrics }: ServiceDeps) {
           target: grantTarget(tenantId, grant.product),
           fields: grantFields(grant),
         };
-        return { result: undefined, event };
+        return { result: undefined, event, changed: { tenantId, keys: [cacheKey.tenant(tenantId)] } };
       });
       return {};
     },

@@ -24,6 +24,7 @@ import {
   secretRefProblem,
   type IdpConfigInput,
 } from "../domain/idp.js";
+import { cacheKey } from "../cache/change-notice.js";
 import { tenantToProto } from "../transport/convert.js";
 import { idpConfigToProto, idpProtocolFromProto } from "../transport/convert-idp.js";
 import { auditContextOf, principalKey } from "../transport/context.js";
@@ -94,7 +95,8 @@ function domainChanges(current: readonly string[], next: readonly string[]): { a
   return { added: next.filter((d) => !current.includes(d)), removed: current.filter((d) => !next.includes(d)) };
 }
 
-export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
+export function createIdpHandlers(deps: ServiceDeps) {
+  const { db, appEnv, logger } = deps;
   return {
     async setIdpConfig(req, ctx) {
       const input = idpConfigInput(req, appEnv);
@@ -105,13 +107,14 @@ export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
       let denied: { added: string[]; removed: string[] } | undefined;
 
       try {
-        const config = await audited(db, auditContextOf(ctx), async (tx) => {
+        const config = await audited(deps, auditContextOf(ctx), async (tx) => {
           await lockTenantForChange(tx, input.tenantId);
           // The upsert locks the config row (or waits for a concurrent first set), so the
           // domains read next are the ones this transaction replaces: no change slips in between.
           const { config: saved, created } = await upsertIdpConfig(tx, row);
+          const before = await listIdpEmailDomains(tx, input.tenantId);
           if (!mayChangeDomains) {
-            const changes = domainChanges(await listIdpEmailDomains(tx, input.tenantId), emailDomains);
+            const changes = domainChanges(before, emailDomains);
             if (changes.added.length > 0 || changes.removed.length > 0) {
               denied = changes;
               // Rolls the upsert back with everything else.
@@ -126,6 +129,8 @@ export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
           if (taken.length > 0) throw new AlreadyExistsError("identity provider", "email_domains", taken[0]!);
           return {
             result: { ...saved, emailDomains },
+            // Login routing of every domain the config owned or owns now (a new one may be cached as unknown).
+            changed: { tenantId: input.tenantId, keys: [...new Set([...before, ...emailDomains])].map(cacheKey.emailDomain) },
             event: {
               tenantId: input.tenantId,
               action: "idp_config.set",
@@ -184,12 +189,13 @@ export function createIdpHandlers({ db, appEnv, logger }: ServiceDeps) {
 
     async deleteIdpConfig(req, ctx) {
       const tenantId = requireUuid("tenant_id", req.tenantId);
-      await audited(db, auditContextOf(ctx), async (tx) => {
+      await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         const deleted = await deleteIdpConfig(tx, tenantId);
         if (!deleted) throw new NotFoundError("identity provider config of tenant", tenantId);
         return {
           result: undefined,
+          changed: { tenantId, keys: deleted.emailDomains.map(cacheKey.emailDomain) },
           event: {
             tenantId,
             action: "idp_config.delete",

@@ -11,7 +11,7 @@ const INTERVAL_MS = 60 * 60 * 1000;
  * logged and retried next hour; stops on shutdown.
  */
 export function startMaintenance(
-  { db, clock, logger, shutdownSignal }: Omit<ServiceDeps, "metrics">,
+  { db, clock, logger, shutdownSignal }: Pick<ServiceDeps, "db" | "clock" | "logger" | "shutdownSignal" | "appEnv">,
   intervalMs = INTERVAL_MS,
 ): void {
   const run = async () => {

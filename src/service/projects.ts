@@ -2,7 +2,6 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { translateUniqueViolations } from "../db/constraints.js";
 import {
-  countApiKeysOfProject,
   deleteProject,
   findProjectById,
   insertProject,
@@ -10,6 +9,8 @@ import {
   lockProjectForChange,
   updateProject,
 } from "../db/queries/projects.js";
+import { cacheKey } from "../cache/change-notice.js";
+import { listApiKeyPrefixesOfProject } from "../db/queries/api-keys.js";
 import { findTenantRef, lockTenantForChange, type Db } from "../db/queries/tenants.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
 import { PROJECT_DESCRIPTION_MAX, PROJECT_UPDATABLE, type ProjectUpdatable } from "../domain/project.js";
@@ -40,7 +41,8 @@ async function projectNotFound(db: Db, tenantId: string, id: string): Promise<No
   return (await findTenantRef(db, tenantId)) ? new NotFoundError("project", id) : new NotFoundError("tenant", tenantId);
 }
 
-export function createProjectHandlers({ db }: ServiceDeps) {
+export function createProjectHandlers(deps: ServiceDeps) {
+  const { db } = deps;
   return {
     async createProject(req, ctx) {
       const v = new Violations();
@@ -51,7 +53,7 @@ export function createProjectHandlers({ db }: ServiceDeps) {
       v.throwIfAny();
       const tenantId = req.tenantId.toLowerCase();
 
-      const project = await audited(db, auditContextOf(ctx), async (tx) => {
+      const project = await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         const created = await translateUniqueViolations(
           () => insertProject(tx, { tenantId, slug: req.slug, name: req.name.trim(), description: req.description }),
@@ -59,6 +61,8 @@ export function createProjectHandlers({ db }: ServiceDeps) {
         );
         return {
           result: created,
+          // A project is in no hot answer.
+          changed: null,
           event: {
             tenantId,
             action: "project.create",
@@ -113,17 +117,19 @@ export function createProjectHandlers({ db }: ServiceDeps) {
         ...(paths.includes("description") ? { description: input.description } : {}),
       };
 
-      const project = await audited(db, auditContextOf(ctx), async (tx) => {
+      const project = await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         const current = await lockProjectForChange(tx, tenantId, id);
         if (!current) throw new NotFoundError("project", id);
         const changes = Object.fromEntries(
           Object.entries(wanted).filter(([field, value]) => current[field as ProjectUpdatable] !== value),
         ) as typeof wanted;
-        if (Object.keys(changes).length === 0) return { result: current, event: null };
+        if (Object.keys(changes).length === 0) return { result: current, event: null, changed: null };
         const updated = await updateProject(tx, tenantId, id, changes);
         return {
           result: updated,
+          // Keys name their project by id only: renaming it changes no hot answer.
+          changed: null,
           event: {
             tenantId,
             action: "project.update",
@@ -146,21 +152,30 @@ export function createProjectHandlers({ db }: ServiceDeps) {
       v.throwIfAny();
       const [tenantId, id] = [req.tenantId.toLowerCase(), req.id.toLowerCase()];
 
-      await audited(db, auditContextOf(ctx), async (tx) => {
+      await audited(deps, auditContextOf(ctx), async (tx) => {
         await lockTenantForChange(tx, tenantId);
         // The row lock keeps new keys off the project while its keys are counted.
         const project = await lockProjectForChange(tx, tenantId, id);
         if (!project) throw new NotFoundError("project", id);
-        const apiKeysDeleted = await countApiKeysOfProject(tx, tenantId, id);
+        const keys = await listApiKeyPrefixesOfProject(tx, tenantId, id);
         await deleteProject(tx, tenantId, id);
         return {
           result: undefined,
+          // The project's keys go by cascade: their verification entries and tenant lookups with them.
+          changed: {
+            tenantId,
+            keys: keys.flatMap((k) => [
+              cacheKey.apiKeyPrefix(k.prefix),
+              ...(k.previous_prefix ? [cacheKey.apiKeyPrefix(k.previous_prefix)] : []),
+              cacheKey.apiKeyTenant(k.id),
+            ]),
+          },
           event: {
             tenantId,
             action: "project.delete",
             crud: "d",
             target: { id, name: project.slug, type: "project" },
-            fields: { api_keys_deleted: apiKeysDeleted },
+            fields: { api_keys_deleted: keys.length },
           },
         };
       });

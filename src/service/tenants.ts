@@ -34,6 +34,7 @@ import {
   type LifecycleAction,
   type Tenant,
 } from "../domain/tenant.js";
+import { cacheKey } from "../cache/change-notice.js";
 import { auditContextOf } from "../transport/context.js";
 import { fromProtoEnum, tenantToProto } from "../transport/convert.js";
 import { audited } from "./audited.js";
@@ -78,10 +79,11 @@ async function mustFind(db: Db, id: string): Promise<Tenant> {
   return tenant;
 }
 
-export function createTenantHandlers({ db }: ServiceDeps) {
+export function createTenantHandlers(deps: ServiceDeps) {
+  const { db } = deps;
   async function transition(ctx: HandlerContext, id: string, action: LifecycleAction, reason = "") {
     const { from, to } = TRANSITIONS[action];
-    const tenant = await audited(db, auditContextOf(ctx), async (tx) => {
+    const tenant = await audited(deps, auditContextOf(ctx), async (tx) => {
       const current = await lockTenant(tx, id);
       if (!current) throw new NotFoundError("tenant", id);
       if (!from.includes(current.status)) {
@@ -97,7 +99,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
         target: tenantTarget(current),
         fields: { status: { from: current.status, to }, ...(reason ? { reason } : {}) },
       };
-      return { result: await mustFind(tx, id), event };
+      return { result: await mustFind(tx, id), event, changed: { tenantId: id, keys: [cacheKey.tenant(id)] } };
     });
     return { tenant: tenantToProto(tenant) };
   }
@@ -118,7 +120,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
 
       const id = randomUUID();
       const externalId = req.externalId === "" ? null : req.externalId;
-      const tenant = await audited(db, auditContextOf(ctx), async (tx) => {
+      const tenant = await audited(deps, auditContextOf(ctx), async (tx) => {
         if (req.idempotencyKey !== "") {
           const claim = await claimIdempotencyKey(tx, {
             scope: "tenant.create",
@@ -131,7 +133,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
               throw new FailedPreconditionError("idempotency_key was already used with a different request");
             }
             // A retry: the first request's tenant, and no second event.
-            return { result: await mustFind(tx, claim.resourceId), event: null };
+            return { result: await mustFind(tx, claim.resourceId), event: null, changed: null };
           }
         }
         const created = {
@@ -160,7 +162,8 @@ export function createTenantHandlers({ db }: ServiceDeps) {
             external_id: externalId,
           },
         };
-        return { result: await mustFind(tx, id), event };
+        // Both names may be cached as missing (a lookup before the tenant existed).
+        return { result: await mustFind(tx, id), event, changed: { tenantId: id, keys: [cacheKey.tenant(id), cacheKey.slug(created.slug)] } };
       });
       return { tenant: tenantToProto(tenant) };
     },
@@ -223,7 +226,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
       }
       v.throwIfAny();
 
-      const tenant = await audited(db, auditContextOf(ctx), async (tx) => {
+      const tenant = await audited(deps, auditContextOf(ctx), async (tx) => {
         const before = await lockTenant(tx, id);
         if (!before) throw new NotFoundError("tenant", id);
         if (before.status === "archived") throw new FailedPreconditionError(`tenant ${before.slug} is archived and read-only`);
@@ -231,7 +234,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
         const effective = Object.fromEntries(
           Object.entries(changes).filter(([field, value]) => !sameValue(before[field as keyof TenantChanges], value)),
         ) as TenantChanges;
-        if (Object.keys(effective).length === 0) return { result: before, event: null };
+        if (Object.keys(effective).length === 0) return { result: before, event: null, changed: null };
         await translateUniqueViolations(() => updateTenant(tx, id, effective), uniqueTenant(before.slug, changes.externalId ?? null));
         const after = await mustFind(tx, id);
         const event: AuditEventDraft = {
@@ -241,7 +244,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
           target: tenantTarget(before),
           fields: diff(before, after, paths),
         };
-        return { result: after, event };
+        return { result: after, event, changed: { tenantId: id, keys: [cacheKey.tenant(id)] } };
       });
       return { tenant: tenantToProto(tenant) };
     },
@@ -264,7 +267,7 @@ export function createTenantHandlers({ db }: ServiceDeps) {
 
     async deleteTenant(req, ctx) {
       const id = requireUuid("id", req.id);
-      await audited(db, auditContextOf(ctx), async (tx) => {
+      await audited(deps, auditContextOf(ctx), async (tx) => {
         const tenant = await lockTenant(tx, id);
         if (!tenant) throw new NotFoundError("tenant", id);
         if (tenant.status !== "archived") {
@@ -279,7 +282,8 @@ export function createTenantHandlers({ db }: ServiceDeps) {
           target: tenantTarget(tenant),
           fields: { slug: tenant.slug, name: tenant.name, external_id: tenant.externalId },
         };
-        return { result: undefined, event };
+        // Everything cached about the tenant goes: its keys, IdP domains and lookups went by cascade.
+        return { result: undefined, event, changed: { tenantId: id, keys: [cacheKey.tenant(id), cacheKey.slug(tenant.slug)], tenantWide: true } };
       });
       return {};
     },

@@ -1,6 +1,7 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { normaliseAddress } from "../auth/client-address.js";
 import type { Principal } from "../auth/principal.js";
+import type { CacheNote } from "../cache/read-cache.js";
 import { ANONYMOUS, type Actor, type AuditContext } from "../domain/audit.js";
 
 /** The TCP peer of the call, for audit source_ip (the same for every protocol). */
@@ -27,6 +28,11 @@ export const actorKey = createContextKey<Actor>(ANONYMOUS, { description: "actor
 
 /** Counts committed audit events (set by the observing interceptor). */
 export const auditWrittenKey = createContextKey<((count: number) => void) | undefined>(undefined, { description: "audit events written" });
+/**
+ * Set by whoever wants to know whether the call was answered from the cache
+ * (tracing): the cached reads of the call count into it. Unset: nothing counted.
+ */
+export const cacheNoteKey = createContextKey<CacheNote | undefined>(undefined, { description: "cache note" });
 
 /** The actor and source address every audit event of this call records. */
 export function auditContextOf(ctx: HandlerContext): AuditContext {

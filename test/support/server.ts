@@ -2,7 +2,8 @@ import { Writable } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { createApp, type AuthSettings } from "../../src/app.js";
+import { createApp, type App, type AuthSettings } from "../../src/app.js";
+import type { CacheSettings } from "../../src/config.js";
 import { loadMigrationPlan } from "../../src/db/migrations.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { createLogger } from "../../src/logger.js";
@@ -15,6 +16,8 @@ export type TestServer = {
   readonly logs: Record<string, unknown>[];
   /** The raw log text, for "this string appears nowhere" assertions. */
   logText(): string;
+  /** The app behind the port: its change listener and cache statistics. */
+  readonly app: App;
   close(): Promise<void>;
 };
 
@@ -26,6 +29,7 @@ export type TestServerOptions = {
   readonly reflection?: boolean;
   /** A controllable clock, for expiry and grace periods without sleeping. */
   readonly clock?: () => Date;
+  readonly cache?: CacheSettings;
 };
 
 export async function startTestServer(db: DatabasePool, options: TestServerOptions = {}): Promise<TestServer> {
@@ -38,6 +42,8 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
   });
   const logger = createLogger("debug", sink);
   const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), ...options });
+  // Tests start with the cache in use: it serves only once its change listener is connected.
+  await app.changes.whenConnected(10_000);
   const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger);
   return {
     baseUrl: `http://127.0.0.1:${server.port}`,
@@ -46,6 +52,7 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
       return raw.join("").split("\n").filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
     },
     logText: () => raw.join(""),
+    app,
     async close() {
       app.beginShutdown();
       await server.close(2_000);

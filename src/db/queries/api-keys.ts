@@ -22,6 +22,7 @@ const apiKeyRow = z.object({
   created_at: z.date(),
   updated_at: z.date(),
   previous_expires_at: z.date().nullable(),
+  previous_prefix: z.string().nullable(),
 });
 
 function toApiKey(row: z.infer<typeof apiKeyRow>): ApiKey {
@@ -38,12 +39,13 @@ function toApiKey(row: z.infer<typeof apiKeyRow>): ApiKey {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     previousExpiresAt: row.previous_expires_at,
+    previousPrefix: row.previous_prefix,
   };
 }
 
 const apiKeyColumns = sql.fragment`
   id, tenant_id, project_id, name, prefix, scopes, expires_at, revoked_at, last_used_at,
-  created_at, updated_at, previous_expires_at`;
+  created_at, updated_at, previous_expires_at, previous_prefix`;
 
 // A new prefix must be free as a current and as a previous prefix: verification
 // looks up `prefix = $1 OR previous_prefix = $1`. The unique constraints cover
@@ -92,6 +94,16 @@ export async function findApiKeyTenantId(db: Db, id: string): Promise<string | n
 export async function lockApiKey(tx: Db, id: string): Promise<ApiKey | null> {
   const row = await tx.maybeOne(sql.type(apiKeyRow)`SELECT ${apiKeyColumns} FROM api_keys WHERE id = ${id} FOR UPDATE`);
   return row && toApiKey(row);
+}
+
+/** The keys of a project (id and prefixes), which deleting the project deletes with it. */
+export async function listApiKeyPrefixesOfProject(
+  db: Db,
+  tenantId: string,
+  projectId: string,
+): Promise<readonly { readonly id: string; readonly prefix: string; readonly previous_prefix: string | null }[]> {
+  return db.any(sql.type(z.object({ id: z.guid(), prefix: z.string(), previous_prefix: z.string().nullable() }))`
+    SELECT id, prefix, previous_prefix FROM api_keys WHERE tenant_id = ${tenantId} AND project_id = ${projectId}`);
 }
 
 /** Keyset position in ListApiKeys' order: created_at in PostgreSQL's full (microsecond) text form, and id. */

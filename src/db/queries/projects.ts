@@ -86,11 +86,6 @@ export async function updateProject(
 }
 
 /** How many API keys are scoped to the project (they are deleted with it). */
-export async function countApiKeysOfProject(db: Db, tenantId: string, projectId: string): Promise<number> {
-  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
-    SELECT count(*)::int AS count FROM api_keys WHERE tenant_id = ${tenantId} AND project_id = ${projectId}`);
-}
-
 /** Deletes the project; its API keys go with it (api_keys_project_fkey cascades). */
 export async function deleteProject(tx: Db, tenantId: string, id: string): Promise<void> {
   await tx.query(sql.unsafe`DELETE FROM tenant_projects WHERE tenant_id = ${tenantId} AND id = ${id}`);

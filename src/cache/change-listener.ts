@@ -1,0 +1,191 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import type { Logger } from "../logger.js";
+import { CHANGE_CHANNEL, decodeChangeNotice, type ChangeNotice } from "./change-notice.js";
+
+export type ListenerState = "connected" | "disconnected";
+
+/**
+ * This replica's one LISTEN session. Subscribers see every change committed
+ * through any replica (this one included), in commit order, while the state is
+ * "connected". Notices published while it is "disconnected" are lost: anything
+ * that relies on seeing every change (the cache, a watch stream) must treat a
+ * "disconnected" as "I may have missed changes" and resynchronise once it is
+ * "connected" again.
+ */
+export type ChangeListener = {
+  /** `fn` gets each notice; `undefined` means a notice this version cannot read: treat as "anything may have changed". */
+  subscribe(fn: (notice: ChangeNotice | undefined) => void): () => void;
+  /** `fn` gets every state change (not the current state: read `connected` for that). */
+  onStateChange(fn: (state: ListenerState) => void): () => void;
+  readonly connected: boolean;
+  /** Resolves once connected (at once if already), or rejects when `timeoutMs` passes first. */
+  whenConnected(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+};
+
+export type ChangeListenerOptions = {
+  readonly connectionUri: string;
+  readonly logger: Logger;
+  /**
+   * How often the session proves it is alive, and how long a proof may take.
+   * A connection that died silently (no FIN, no RST) cannot deliver notices and
+   * cannot tell us: the heartbeat bounds how long that goes unnoticed to about
+   * heartbeatMs + heartbeatTimeoutMs.
+   */
+  readonly heartbeatMs?: number;
+  readonly heartbeatTimeoutMs?: number;
+  /** Reconnect backoff: doubling from min to max, with jitter. */
+  readonly backoffMinMs?: number;
+  readonly backoffMaxMs?: number;
+};
+
+export const LISTENER_HEARTBEAT_MS = 250;
+export const LISTENER_HEARTBEAT_TIMEOUT_MS = 500;
+
+/**
+ * Starts the listener on a dedicated pg.Client, not a pooled connection: a
+ * pool would hand the session back and LISTEN would go with it. Reconnects
+ * with backoff for as long as it is open.
+ */
+export function createChangeListener({
+  connectionUri,
+  logger,
+  heartbeatMs = LISTENER_HEARTBEAT_MS,
+  heartbeatTimeoutMs = LISTENER_HEARTBEAT_TIMEOUT_MS,
+  backoffMinMs = 100,
+  backoffMaxMs = 5_000,
+}: ChangeListenerOptions): ChangeListener {
+  const subscribers = new Set<(notice: ChangeNotice | undefined) => void>();
+  const stateWatchers = new Set<(state: ListenerState) => void>();
+  const closing = new AbortController();
+  let connected = false;
+  let current: pg.Client | undefined;
+
+  function setState(next: boolean) {
+    if (next === connected) return;
+    connected = next;
+    const state: ListenerState = next ? "connected" : "disconnected";
+    for (const fn of stateWatchers) {
+      try {
+        fn(state);
+      } catch (error) {
+        logger.error({ err: error }, "change listener state subscriber failed");
+      }
+    }
+  }
+
+  function deliver(payload: string | undefined) {
+    const notice = decodeChangeNotice(payload);
+    if (!notice) logger.warn("unreadable change notice: treating it as a change to everything");
+    for (const fn of subscribers) {
+      try {
+        fn(notice);
+      } catch (error) {
+        logger.error({ err: error }, "change notice subscriber failed");
+      }
+    }
+  }
+
+  /** One session: resolves when it is lost (error, end, failed heartbeat) or the listener closes. */
+  async function session(client: pg.Client): Promise<void> {
+    const lost = new Promise<unknown>((resolve) => {
+      client.on("error", resolve);
+      client.on("end", () => resolve(new Error("connection ended")));
+      closing.signal.addEventListener("abort", () => resolve(undefined), { once: true });
+    });
+    client.on("notification", (message) => {
+      if (message.channel === CHANGE_CHANNEL) deliver(message.payload);
+    });
+    await client.connect();
+    await client.query(`LISTEN ${CHANGE_CHANNEL}`);
+    logger.info("change listener connected");
+    setState(true);
+
+    const heartbeatFailed = new Promise<unknown>((resolve) => {
+      let inFlight = false;
+      const timer = setInterval(() => {
+        if (inFlight) return;
+        inFlight = true;
+        const deadline = setTimeout(() => resolve(new Error(`no heartbeat answer within ${heartbeatTimeoutMs} ms`)), heartbeatTimeoutMs);
+        client.query("SELECT 1").then(
+          () => {
+            clearTimeout(deadline);
+            inFlight = false;
+          },
+          (error: unknown) => {
+            clearTimeout(deadline);
+            resolve(error);
+          },
+        );
+      }, heartbeatMs);
+      timer.unref();
+      void lost.then(() => clearInterval(timer));
+      closing.signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+    });
+    const reason = await Promise.race([lost, heartbeatFailed]);
+    if (!closing.signal.aborted) logger.warn({ err: reason }, "change listener connection lost: reads bypass the cache until it is back");
+  }
+
+  async function run() {
+    for (let attempt = 0; !closing.signal.aborted; attempt++) {
+      const client = new pg.Client({
+        connectionString: connectionUri,
+        keepAlive: true,
+        application_name: "tenant-registry change listener",
+        connectionTimeoutMillis: 5_000,
+      });
+      current = client;
+      // Errors after the session is over (a late socket error) must not crash the process.
+      client.on("error", () => {});
+      try {
+        await session(client);
+        // A session that got as far as connecting restarts the backoff.
+        if (connected) attempt = -1;
+      } catch (error) {
+        if (!closing.signal.aborted) logger.warn({ err: error }, "change listener could not connect; retrying");
+      }
+      setState(false);
+      void client.end().catch(() => {});
+      if (closing.signal.aborted) break;
+      const backoff = Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(attempt, 16));
+      await sleep(backoff * (0.5 + Math.random() / 2), undefined, { signal: closing.signal }).catch(() => {});
+    }
+  }
+  const running = run();
+
+  const listener: ChangeListener = {
+    subscribe(fn) {
+      subscribers.add(fn);
+      return () => subscribers.delete(fn);
+    },
+    onStateChange(fn) {
+      stateWatchers.add(fn);
+      return () => stateWatchers.delete(fn);
+    },
+    get connected() {
+      return connected;
+    },
+    whenConnected(timeoutMs) {
+      if (connected) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          stop();
+          reject(new Error(`change listener not connected after ${timeoutMs} ms`));
+        }, timeoutMs);
+        const stop = listener.onStateChange((state) => {
+          if (state !== "connected") return;
+          clearTimeout(timer);
+          stop();
+          resolve();
+        });
+      });
+    },
+    async close() {
+      closing.abort();
+      await running;
+      await current?.end().catch(() => {});
+    },
+  };
+  return listener;
+}
