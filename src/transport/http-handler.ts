@@ -4,6 +4,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
+import openApiDocument from "../../gen/openapi.json" with { type: "json" };
 import type { Logger } from "../logger.js";
 import { peerAddressKey } from "./context.js";
 import type { Readiness } from "./health.js";
@@ -14,7 +15,7 @@ type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
 /**
  * The single request handler behind the port: Connect/gRPC/gRPC-Web by path,
- * then liveness and readiness, then the REST mapping.
+ * then liveness, readiness and the REST surface's OpenAPI document, then the REST mapping.
  */
 export function createHttpHandler(options: {
   router: ConnectRouter;
@@ -27,6 +28,8 @@ export function createHttpHandler(options: {
   const { router, readiness, logger } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const rest = createRestHandler(options.restServices, router.handlers);
+  // Generated from the protos (tools/protoc-gen-openapi.ts) and open like /healthz: it is the public contract.
+  const openApi = Buffer.from(JSON.stringify(openApiDocument));
   const contextValuesFor = (req: NodeRequest) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress);
 
   return (req, res) => {
@@ -43,6 +46,14 @@ export function createHttpHandler(options: {
     }
     if (path === "/healthz") {
       sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    if (path === "/openapi.json" && (req.method === "GET" || req.method === "HEAD")) {
+      res.statusCode = 200;
+      res.setHeader("content-type", "application/json; charset=utf-8");
+      res.setHeader("content-length", openApi.length);
+      if (req.method === "HEAD") res.end();
+      else res.end(openApi);
       return;
     }
     if (path === "/readyz") {

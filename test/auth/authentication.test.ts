@@ -14,6 +14,7 @@ import { insertTenant, uniqueSlug } from "../support/fixtures.js";
 import { useOidcTestServer } from "../support/harness.js";
 import type { OidcIssuer } from "../support/oidc-issuer.js";
 import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 const run = promisify(execFile);
 const BUF = join(PACKAGE_ROOT, "node_modules", ".bin", "buf");
@@ -98,18 +99,18 @@ describe.each(["grpc", "connect-json-h1"] as TransportName[])("authentication ov
 describe("REST", () => {
   it("answers 401 with a JSON error without a token, 200 with one", async () => {
     const tenant = await insertTenant(sql);
-    const anonymous = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}`);
+    const anonymous = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}`);
     expect(anonymous.status).toBe(401);
     expect(await anonymous.json()).toMatchObject({ code: "unauthenticated" });
     const token = await tokenFor(issuer, "service");
-    const ok = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}`, { headers: { authorization: `Bearer ${token}` } });
+    const ok = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}`, { headers: { authorization: `Bearer ${token}` } });
     expect(ok.status).toBe(200);
   });
 
   it("answers 403 for a missing permission on one's own tenant", async () => {
     const tenant = await insertTenant(sql);
     const token = await tokenFor(issuer, "tenant-viewer", { tenantId: tenant.id });
-    const res = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/projects`, {
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/projects`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}` },
       body: JSON.stringify({ slug: "x-y-z", name: "X" }),

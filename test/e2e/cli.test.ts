@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMigration } from "../../src/db/migrations.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { restFetch } from "../support/rest.js";
 
 const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
 // Production needs an issuer; nothing in these tests presents a token, so it is never contacted.
@@ -186,7 +187,7 @@ describe("tenant-registry serve", () => {
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     expect(ready.status).toBe(200);
     // prod authenticates every call (and does not seed the dev tenant).
-    expect((await fetch(`http://127.0.0.1:${port}/v1/tenants/by-slug/acme`)).status).toBe(401);
+    expect((await restFetch(`http://127.0.0.1:${port}/v1/tenants/by-slug/acme`)).status).toBe(401);
 
     child.kill("SIGTERM");
     expect({ code: await exited, out }).toMatchObject({ code: 0 });

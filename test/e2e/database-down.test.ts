@@ -6,6 +6,7 @@ import { createDatabasePool, type DatabasePool } from "../../src/db/pool.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { clientFor, startTestServer, type TestServer } from "../support/server.js";
 import { startTcpProxy } from "../support/tcp-proxy.js";
+import { restFetch } from "../support/rest.js";
 
 // The server reaches a real, migrated database through a proxy, then the proxy
 // is cut: the database has gone away under a running server.
@@ -39,7 +40,7 @@ describe("when the database is down", () => {
   });
 
   it("REST answers 503 with a JSON error", async () => {
-    const res = await fetch(`${server.baseUrl}/v1/tenants/by-slug/acme`);
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/by-slug/acme`);
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: "unavailable" });
   });

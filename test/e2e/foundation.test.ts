@@ -10,6 +10,7 @@ import { ACME, seedDevData } from "../../src/db/seed.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { useTestServer } from "../support/harness.js";
 import { clientFor, TRANSPORTS, type TestServer } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 const run = promisify(execFile);
 const BUF = join(PACKAGE_ROOT, "node_modules", ".bin", "buf");
@@ -58,7 +59,7 @@ describe.each(TRANSPORTS)("typed client over %s", (transport) => {
 
 describe("REST mapping from google.api.http", () => {
   it("GET /v1/tenants/by-slug/{slug} answers the tenant in the original service's JSON style", async () => {
-    const res = await fetch(`${server.baseUrl}/v1/tenants/by-slug/acme`);
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/by-slug/acme`);
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^application\/json/);
     const body = await res.json();
@@ -79,20 +80,20 @@ describe("REST mapping from google.api.http", () => {
 
   it("GET /v1/tenants/{id} answers the same tenant", async () => {
     const [byId, bySlug] = await Promise.all([
-      fetch(`${server.baseUrl}/v1/tenants/${ACME.id}`).then((r) => r.json()),
-      fetch(`${server.baseUrl}/v1/tenants/by-slug/acme`).then((r) => r.json()),
+      restFetch(`${server.baseUrl}/v1/tenants/${ACME.id}`).then((r) => r.json()),
+      restFetch(`${server.baseUrl}/v1/tenants/by-slug/acme`).then((r) => r.json()),
     ]);
     expect(byId).toEqual(bySlug);
   });
 
   it("answers 404 with a JSON error body for a missing tenant", async () => {
-    const res = await fetch(`${server.baseUrl}/v1/tenants/00000000-0000-0000-0000-00000000dead`);
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/00000000-0000-0000-0000-00000000dead`);
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ code: "not_found", message: "tenant 00000000-0000-0000-0000-00000000dead not found" });
   });
 
   it("answers 400 naming the field for a malformed id", async () => {
-    const res = await fetch(`${server.baseUrl}/v1/tenants/not-a-uuid`);
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/not-a-uuid`);
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({
       code: "invalid_argument",
@@ -102,10 +103,10 @@ describe("REST mapping from google.api.http", () => {
   });
 
   it("answers 405 for a known path with the wrong method and 404 for an unknown path", async () => {
-    const wrongMethod = await fetch(`${server.baseUrl}/v1/tenants/by-slug/acme`, { method: "DELETE" });
+    const wrongMethod = await restFetch(`${server.baseUrl}/v1/tenants/by-slug/acme`, { method: "DELETE" });
     expect(wrongMethod.status).toBe(405);
     expect(wrongMethod.headers.get("allow")).toBe("GET");
-    const unknown = await fetch(`${server.baseUrl}/v1/nothing-here`);
+    const unknown = await restFetch(`${server.baseUrl}/v1/nothing-here`);
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ code: "not_found" });
   });

@@ -17,6 +17,7 @@ import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
 import type { TestDatabase } from "../support/database.js";
 import { useTestServer } from "../support/harness.js";
 import { clientFor, type TestServer, type TransportName } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 const SECOND = 1_000;
 const HOUR = 3_600_000;
@@ -379,7 +380,7 @@ describe("the secret is kept nowhere", () => {
     const projectId = await insertProject(tenant.id);
     const created = await api.createApiKey({ tenantId: tenant.id, name: "leak check", projectId, scopes: ["read"], idempotencyKey: randomUUID() });
     const rotated = await api.rotateApiKey({ id: created.apiKey!.id, gracePeriod: durationFromMs(HOUR) });
-    const viaRest = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/api-keys`, {
+    const viaRest = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/api-keys`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ name: "rest", scopes: ["read"] }),
@@ -388,7 +389,7 @@ describe("the secret is kept nowhere", () => {
     for (const token of tokens) {
       expect(token).toMatch(TOKEN);
       expect((await api.verifyApiKey({ key: token, requiredScopes: ["read"], product: ProductCode.CERTIFAI })).valid).toBe(true);
-      await fetch(`${server.baseUrl}/v1/api-keys:verify`, { method: "POST", body: JSON.stringify({ key: token }) });
+      await restFetch(`${server.baseUrl}/v1/api-keys:verify`, { method: "POST", body: JSON.stringify({ key: token }) });
     }
     // A failed verify with a well-formed token must not log it either.
     await api.verifyApiKey({ key: `${created.apiKey!.prefix}_${"A".repeat(43)}` });
@@ -418,8 +419,8 @@ describe("the secret is kept nowhere", () => {
     const list = await api.listApiKeys({ tenantId: tenant.id, includeRevoked: true });
     expect(list.apiKeys).toHaveLength(2);
     const got = await api.getApiKey({ id: created.apiKey!.id });
-    const restList = await (await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/api-keys`)).text();
-    const restGet = await (await fetch(`${server.baseUrl}/v1/api-keys/${created.apiKey!.id}`)).text();
+    const restList = await (await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/api-keys`)).text();
+    const restGet = await (await restFetch(`${server.baseUrl}/v1/api-keys/${created.apiKey!.id}`)).text();
     const responses = [...list.apiKeys.map((k) => toJsonString(ApiKeySchema, k)), toJsonString(ApiKeySchema, got.apiKey!), restList, restGet];
     for (const response of responses) {
       for (const needle of needles) expect(response).not.toContain(needle);
@@ -548,7 +549,7 @@ describe("last_used_at", () => {
 
 describe("REST", () => {
   const rest = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(`${server.baseUrl}${path}`, {
+    const res = await restFetch(`${server.baseUrl}${path}`, {
       method,
       headers: { "content-type": "application/json", ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),

@@ -18,6 +18,7 @@ import { PACKAGE_ROOT } from "../../src/paths.js";
 import { insertTenant } from "../support/fixtures.js";
 import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 
 const run = promisify(execFile);
 const BUF = join(PACKAGE_ROOT, "node_modules", ".bin", "buf");
@@ -539,7 +540,7 @@ describe("REST", () => {
         { tenantId: tenant.id, action: "tenant.delete", crud: "d", isAnonymous: true, externalId: "r-5", isFailure: true, created: "2025-02-01T10:00:04Z" },
       ],
     };
-    const post = () => fetch(`${server.baseUrl}/v1/audit/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const post = () => restFetch(`${server.baseUrl}/v1/audit/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     const first = await post();
     expect(first.status).toBe(200);
     expect(await first.json()).toEqual({ recorded: 5, duplicates: 0 });
@@ -548,24 +549,24 @@ describe("REST", () => {
     // GET with a prefix filter and a page size of 2, following nextPageToken.
     const url = (token = "") =>
       `${server.baseUrl}/v1/tenants/${tenant.id}/audit/events?action=tenant.*&pageSize=2${token ? `&pageToken=${encodeURIComponent(token)}` : ""}`;
-    const page1 = await fetch(url());
+    const page1 = await restFetch(url());
     expect(page1.status).toBe(200);
     const json1 = (await page1.json()) as { events: Record<string, unknown>[]; nextPageToken: string };
     expect(json1.events.map((e) => e["action"])).toEqual(["tenant.delete", "tenant.update"]);
     expect(json1.events[0]).toMatchObject({ tenantId: tenant.id, crud: "d", isFailure: true, isAnonymous: true, externalId: "r-5", component: "external", createdAt: "2025-02-01T10:00:04Z" });
     expect(json1.nextPageToken).not.toBe("");
-    const json2 = (await (await fetch(url(json1.nextPageToken))).json()) as { events: Record<string, unknown>[]; nextPageToken: string };
+    const json2 = (await (await restFetch(url(json1.nextPageToken))).json()) as { events: Record<string, unknown>[]; nextPageToken: string };
     expect(json2.events.map((e) => e["action"])).toEqual(["tenant.create"]);
     expect(json2.events[0]).toMatchObject({ actor: { id: "u1", type: "user" }, fields: { plan: "free" } });
     expect(json2.nextPageToken).toBe("");
 
-    const filtered = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/audit/events?isFailure=true&startTime=2025-02-01T10:00:01Z`);
+    const filtered = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/audit/events?isFailure=true&startTime=2025-02-01T10:00:01Z`);
     expect(((await filtered.json()) as { events: { externalId: string }[] }).events.map((e) => e.externalId)).toEqual(["r-5"]);
   });
 
   it("answers errors with the REST error shape", async () => {
     const tenant = await insertTenant(sqlClient);
-    const bad = await fetch(`${server.baseUrl}/v1/audit/events`, {
+    const bad = await restFetch(`${server.baseUrl}/v1/audit/events`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ events: [{ tenantId: tenant.id, action: "x.y", crud: "c" }] }),
@@ -575,7 +576,7 @@ describe("REST", () => {
       code: "invalid_argument",
       fieldViolations: [{ field: "events[0].actor", description: "is required unless is_anonymous is set" }],
     });
-    const missing = await fetch(`${server.baseUrl}/v1/tenants/${randomUUID()}/audit/events`);
+    const missing = await restFetch(`${server.baseUrl}/v1/tenants/${randomUUID()}/audit/events`);
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ code: "not_found" });
   });

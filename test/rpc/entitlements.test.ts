@@ -9,6 +9,7 @@ import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/te
 import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
 import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 
 const HOUR = 3_600_000;
 
@@ -217,7 +218,7 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("entitlements over %s"
 
 describe("REST", () => {
   const rest = (path: string, init?: RequestInit) =>
-    fetch(`${server.baseUrl}${path}`, { ...init, headers: { "content-type": "application/json", ...init?.headers } });
+    restFetch(`${server.baseUrl}${path}`, { ...init, headers: { "content-type": "application/json", ...init?.headers } });
 
   it("PUT /v1/tenants/{id}/products/{product} grants, GET lists, DELETE revokes", async () => {
     const tenant = await insertTenant(sqlClient, { products: [] });

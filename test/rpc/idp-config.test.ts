@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { auditEvents, insertTenant, uniqueSlug } from "../support/fixtures.js";
 import { startOidcIssuer, type OidcIssuer } from "../support/oidc-issuer.js";
 import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 let db: TestDatabase;
 /** appEnv "dev" (the default): http issuers are allowed. */
@@ -434,7 +435,7 @@ describe("IdP config over REST", () => {
     const domain = uniqueDomain();
     const path = `/v1/tenants/${tenant.id}/idp-config`;
 
-    const put = await fetch(url(path), {
+    const put = await restFetch(url(path), {
       method: "PUT",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
@@ -460,20 +461,20 @@ describe("IdP config over REST", () => {
       updatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
 
-    expect(await (await fetch(url(path))).json()).toEqual(config);
+    expect(await (await restFetch(url(path))).json()).toEqual(config);
 
-    const resolved = await fetch(url(`/v1/idp-configs:resolve?email=${encodeURIComponent(`a@${domain}`)}`));
+    const resolved = await restFetch(url(`/v1/idp-configs:resolve?email=${encodeURIComponent(`a@${domain}`)}`));
     expect(resolved.status).toBe(200);
     expect(await resolved.json()).toMatchObject({
       tenant: { id: tenant.id, slug: tenant.slug, status: "active", plan: "starter" },
       idpConfig: config,
     });
 
-    const deleted = await fetch(url(path), { method: "DELETE" });
+    const deleted = await restFetch(url(path), { method: "DELETE" });
     expect(deleted.status).toBe(200);
     expect(await deleted.json()).toEqual({});
 
-    const gone = await fetch(url(`/v1/idp-configs:resolve?email=${encodeURIComponent(`a@${domain}`)}`));
+    const gone = await restFetch(url(`/v1/idp-configs:resolve?email=${encodeURIComponent(`a@${domain}`)}`));
     expect(gone.status).toBe(404);
     expect(await gone.json()).toEqual({ code: "not_found", message: `no identity provider for domain ${domain}` });
     expect((await auditEvents(sql, { tenantId: tenant.id })).map((e) => `${e.action}/${e.crud}`)).toEqual([
@@ -487,7 +488,7 @@ describe("IdP config over REST", () => {
     const claimant = await insertTenant(sql);
     const domain = uniqueDomain();
     const put = (tenantId: string, body: unknown) =>
-      fetch(url(`/v1/tenants/${tenantId}/idp-config`), { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      restFetch(url(`/v1/tenants/${tenantId}/idp-config`), { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 
     expect((await put(owner.id, { protocol: "saml", issuerUrl: "https://idp.example.com/saml", emailDomains: [domain] })).status).toBe(200);
     const conflict = await put(claimant.id, { protocol: "saml", issuerUrl: "https://idp.example.com/saml", emailDomains: [domain] });
@@ -501,11 +502,11 @@ describe("IdP config over REST", () => {
       fieldViolations: [{ field: "idp_config.client_secret_ref", description: expect.stringContaining("pass a reference, not the secret") }],
     });
 
-    const badEmail = await fetch(url("/v1/idp-configs:resolve?email=nobody"));
+    const badEmail = await restFetch(url("/v1/idp-configs:resolve?email=nobody"));
     expect(badEmail.status).toBe(400);
     expect(await badEmail.json()).toMatchObject({ code: "invalid_argument", fieldViolations: [{ field: "email" }] });
 
-    const none = await fetch(url(`/v1/tenants/${claimant.id}/idp-config`));
+    const none = await restFetch(url(`/v1/tenants/${claimant.id}/idp-config`));
     expect(none.status).toBe(404);
   });
 });
@@ -628,7 +629,7 @@ describe("email domains are assigned by a platform admin, not claimed by a tenan
   it("over REST a tenant admin's claim is 403 permission_denied", async () => {
     const tenant = await insertTenant(sql);
     const token = await tokenFor(issuer, "tenant-admin", { tenantId: tenant.id });
-    const put = await fetch(`${authServer.baseUrl}/v1/tenants/${tenant.id}/idp-config`, {
+    const put = await restFetch(`${authServer.baseUrl}/v1/tenants/${tenant.id}/idp-config`, {
       method: "PUT",
       headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
       body: JSON.stringify({ protocol: "oidc", issuerUrl: "https://idp.example.com/realms/x", clientId: "c", emailDomains: ["gmail.com"], enabled: true }),

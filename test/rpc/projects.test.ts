@@ -6,6 +6,7 @@ import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/te
 import { auditEvents, insertTenant } from "../support/fixtures.js";
 import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 
 let server: TestServer;
 let sql: pg.Client;
@@ -275,7 +276,7 @@ describe("projects over REST", () => {
     const tenant = await insertTenant(sql);
     const base = `/v1/tenants/${tenant.id}/projects`;
 
-    const created = await fetch(url(base), json("POST", { slug: "web", name: "Web" }));
+    const created = await restFetch(url(base), json("POST", { slug: "web", name: "Web" }));
     expect(created.status).toBe(200);
     const project = (await created.json()) as Record<string, string>;
     expect(project).toEqual({
@@ -288,20 +289,20 @@ describe("projects over REST", () => {
       updatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
 
-    expect(await (await fetch(url(`${base}/${project.id}`))).json()).toEqual(project);
-    expect(await (await fetch(url(`${base}?pageSize=10`))).json()).toEqual({ projects: [project], nextPageToken: "" });
+    expect(await (await restFetch(url(`${base}/${project.id}`))).json()).toEqual(project);
+    expect(await (await restFetch(url(`${base}?pageSize=10`))).json()).toEqual({ projects: [project], nextPageToken: "" });
 
     // The REST layer infers update_mask from the body's fields.
-    const patched = await fetch(url(`${base}/${project.id}`), json("PATCH", { name: "New" }));
+    const patched = await restFetch(url(`${base}/${project.id}`), json("PATCH", { name: "New" }));
     expect(patched.status).toBe(200);
     expect(await patched.json()).toMatchObject({ id: project.id, slug: "web", name: "New", description: "" });
 
     // An explicit mask wins: only the description changes.
-    const explicit = await fetch(url(`${base}/${project.id}?updateMask=description`), json("PATCH", { name: "Ignored", description: "Site" }));
+    const explicit = await restFetch(url(`${base}/${project.id}?updateMask=description`), json("PATCH", { name: "Ignored", description: "Site" }));
     expect(explicit.status).toBe(200);
     expect(await explicit.json()).toMatchObject({ name: "New", description: "Site" });
 
-    const deleted = await fetch(url(`${base}/${project.id}`), { method: "DELETE" });
+    const deleted = await restFetch(url(`${base}/${project.id}`), { method: "DELETE" });
     expect(deleted.status).toBe(200);
     expect(await deleted.json()).toEqual({});
 
@@ -316,13 +317,13 @@ describe("projects over REST", () => {
   it("answers errors as JSON with REST status codes", async () => {
     const tenant = await insertTenant(sql);
     const base = `/v1/tenants/${tenant.id}/projects`;
-    await fetch(url(base), json("POST", { slug: "dup", name: "Dup" }));
+    await restFetch(url(base), json("POST", { slug: "dup", name: "Dup" }));
 
-    const duplicate = await fetch(url(base), json("POST", { slug: "dup", name: "Dup" }));
+    const duplicate = await restFetch(url(base), json("POST", { slug: "dup", name: "Dup" }));
     expect(duplicate.status).toBe(409);
     expect(await duplicate.json()).toEqual({ code: "already_exists", message: 'project with slug "dup" already exists' });
 
-    const invalid = await fetch(url(base), json("POST", { slug: "x", name: "X" }));
+    const invalid = await restFetch(url(base), json("POST", { slug: "x", name: "X" }));
     expect(invalid.status).toBe(400);
     expect(await invalid.json()).toEqual({
       code: "invalid_argument",
@@ -330,22 +331,22 @@ describe("projects over REST", () => {
       fieldViolations: [{ field: "slug", description: "must be 3 to 63 characters long" }],
     });
 
-    const missing = await fetch(url(`${base}/${UNKNOWN_ID}`));
+    const missing = await restFetch(url(`${base}/${UNKNOWN_ID}`));
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ code: "not_found", message: `project ${UNKNOWN_ID} not found` });
 
-    const immutable = await fetch(url(`${base}/${UNKNOWN_ID}`), json("PATCH", { slug: "new-slug" }));
+    const immutable = await restFetch(url(`${base}/${UNKNOWN_ID}`), json("PATCH", { slug: "new-slug" }));
     expect(immutable.status).toBe(400);
     expect(await immutable.json()).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("slug is immutable") });
 
     await sql.query("UPDATE tenants SET status = 'archived' WHERE id = $1", [tenant.id]);
-    const archived = await fetch(url(base), json("POST", { slug: "late", name: "Late" }));
+    const archived = await restFetch(url(base), json("POST", { slug: "late", name: "Late" }));
     expect(archived.status).toBe(400);
     expect(await archived.json()).toMatchObject({ code: "failed_precondition" });
   });
 
   it("GET of an unknown tenant's projects is 404 naming the tenant", async () => {
-    const res = await fetch(url(`/v1/tenants/${UNKNOWN_ID}/projects`));
+    const res = await restFetch(url(`/v1/tenants/${UNKNOWN_ID}/projects`));
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ code: "not_found", message: `tenant ${UNKNOWN_ID} not found` });
   });

@@ -6,6 +6,7 @@ import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/te
 import { auditEvents, uniqueSlug } from "../support/fixtures.js";
 import { clientFor, type TestServer, type TransportName } from "../support/server.js";
 import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 
 let server: TestServer;
 let sql: pg.Client;
@@ -244,7 +245,7 @@ describe("concurrency", () => {
 describe("tenants over REST", () => {
   it("POST /v1/tenants takes short enum labels and answers the tenant itself", async () => {
     const slug = uniqueSlug("rest");
-    const res = await fetch(`${server.baseUrl}/v1/tenants`, {
+    const res = await restFetch(`${server.baseUrl}/v1/tenants`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ slug, name: "Rest Co", plan: "professional", products: ["certifai"] }),
@@ -253,10 +254,10 @@ describe("tenants over REST", () => {
     const tenant = (await res.json()) as Record<string, unknown>;
     expect(tenant).toMatchObject({ slug, plan: "professional", products: ["certifai"], status: "active" });
 
-    const list = await fetch(`${server.baseUrl}/v1/tenants?query=${slug}&plan=professional&pageSize=10`);
+    const list = await restFetch(`${server.baseUrl}/v1/tenants?query=${slug}&plan=professional&pageSize=10`);
     expect(await list.json()).toEqual({ tenants: [tenant], nextPageToken: "" });
 
-    const patched = await fetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}`, {
+    const patched = await restFetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}`, {
       method: "PATCH",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ name: "Rest Company" }),
@@ -264,14 +265,14 @@ describe("tenants over REST", () => {
     expect(patched.status).toBe(200);
     expect(await patched.json()).toMatchObject({ name: "Rest Company", plan: "professional" });
 
-    const suspend = await fetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}:suspend`, {
+    const suspend = await restFetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}:suspend`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ reason: "fraud check" }),
     });
     expect(await suspend.json()).toMatchObject({ status: "suspended", suspensionReason: "fraud check" });
 
-    const del = await fetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}`, { method: "DELETE" });
+    const del = await restFetch(`${server.baseUrl}/v1/tenants/${tenant["id"]}`, { method: "DELETE" });
     expect(del.status).toBe(400);
     expect(await del.json()).toMatchObject({ code: "failed_precondition" });
   });
@@ -279,7 +280,7 @@ describe("tenants over REST", () => {
   it("answers 409 for a duplicate slug and 400 with field violations for bad input", async () => {
     const slug = uniqueSlug("rest-dup");
     const post = (body: unknown) =>
-      fetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      restFetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     expect((await post({ slug, name: "One" })).status).toBe(200);
     const dup = await post({ slug, name: "Two" });
     expect(dup.status).toBe(409);
