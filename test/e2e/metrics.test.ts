@@ -9,6 +9,7 @@ import { useOidcTestServer, useTestServer } from "../support/harness.js";
 import type { OidcIssuer } from "../support/oidc-issuer.js";
 import { scrape, valueOf, type Sample } from "../support/prometheus.js";
 import { clientFor, type TestServer } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 const SERVICE = TenantRegistryService.typeName;
 const rpc = (method: string, protocol: string, code: string) => ({ service: SERVICE, method, protocol, code });
@@ -59,9 +60,9 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
     expect((await connect.checkEntitlement({ tenant: entitled.slug, product: ProductCode.CERTIFAI })).entitled).toBe(true);
     expect((await connect.checkEntitlement({ tenant: bare.id, product: ProductCode.CERTIFAI })).entitled).toBe(false);
     expect((await rejected(connect.checkEntitlement({ tenant: "", product: ProductCode.CERTIFAI }))).code).toBe(Code.InvalidArgument);
-    const rest = await fetch(`${server.baseUrl}/v1/tenants/by-slug/${entitled.slug}`);
+    const rest = await restFetch(`${server.baseUrl}/v1/tenants/by-slug/${entitled.slug}`);
     expect(rest.status).toBe(200);
-    const restMissing = await fetch(`${server.baseUrl}/v1/tenants/${crypto.randomUUID()}`);
+    const restMissing = await restFetch(`${server.baseUrl}/v1/tenants/${crypto.randomUUID()}`);
     expect(restMissing.status).toBe(404);
     await connect.createTenant({ slug: uniqueSlug(), name: "Metrics" });
     const created = await connect.createApiKey({ tenantId: entitled.id, name: "metrics", scopes: ["tenants:read"] });
@@ -103,7 +104,7 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
     const key = await connect.createApiKey({ tenantId: tenant.id, name: "card", scopes: ["tenants:read"] });
     await connect.verifyApiKey({ key: key.secret });
     await connect.getTenantBySlug({ slug });
-    await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}`);
+    await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}`);
     await rejected(connect.getTenantBySlug({ slug: `${slug}-nope` }));
 
     const { text, samples } = await scrape(server.baseUrl);

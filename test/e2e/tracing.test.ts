@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant, uniqueSlug, type TenantRow } from "../support/fixtures.js";
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "../support/otlp-receiver.js";
 import { clientFor } from "../support/server.js";
+import { restFetch } from "../support/rest.js";
 
 // The built CLI in its own process: tracing must hook pg before the app loads
 // it, which only a real process start shows.
@@ -71,7 +72,7 @@ describe("traces over OTLP/HTTP (http/json)", () => {
       .getTenantBySlug({ slug: missingSlug })
       .catch((e: unknown) => ConnectError.from(e));
     expect((failed as ConnectError).code).toBe(Code.NotFound);
-    expect((await fetch(`${server.baseUrl}/v1/tenants/by-slug/${tenant.slug}`)).status).toBe(200);
+    expect((await restFetch(`${server.baseUrl}/v1/tenants/by-slug/${tenant.slug}`)).status).toBe(200);
     // Spans are batched; stopping the server flushes them.
     expect(await server.stop()).toBe(0);
   }, 60_000);
