@@ -64,6 +64,8 @@ export type AppDeps = {
   readonly tracing?: Tracing;
   /** The hot-read cache (CACHE, CACHE_MAX_ENTRIES, CACHE_TTL). */
   readonly cache?: CacheSettings;
+  /** Open GET documents served beside /healthz (the dev issuer's discovery and JWKS). */
+  readonly openDocuments?: ReadonlyMap<string, unknown>;
 };
 
 function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
@@ -113,6 +115,7 @@ export function createApp({
   metrics = createMetrics(),
   tracing = TRACING_OFF,
   cache: cacheSettings = DEFAULT_CACHE_SETTINGS,
+  openDocuments,
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
@@ -171,7 +174,14 @@ export function createApp({
   if (reflection) registerReflection(router, registryOf(served), served);
 
   return {
-    handler: createHttpHandler({ router, restServices: [TenantRegistryService], readiness, logger, metrics: metrics.registry }),
+    handler: createHttpHandler({
+      router,
+      restServices: [TenantRegistryService],
+      readiness,
+      logger,
+      metrics: metrics.registry,
+      ...(openDocuments ? { openDocuments } : {}),
+    }),
     metrics,
     readiness,
     // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.

@@ -9,7 +9,10 @@ export type Config = {
   readonly appEnv: "dev" | "stage" | "prod";
   /** host:port to listen on; an empty host means every interface. */
   readonly listen: { readonly host: string | undefined; readonly port: number };
+  /** The OpenID issuer of access tokens; with KEYCLOAK_ISSUER=dev, this process's own dev issuer. */
   readonly keycloakIssuer: string;
+  /** Set with KEYCLOAK_ISSUER=dev (dev only): the server also acts as the issuer, signing with this key. */
+  readonly devIssuer: { readonly keyFile: string } | undefined;
   /** Unset only in dev, where an embedded PostgreSQL is started instead. */
   readonly databaseUrl: string | undefined;
   readonly migrateOnStart: boolean;
@@ -89,8 +92,9 @@ const envSchema = z.object({
   APP_ENV: z.enum(["dev", "stage", "prod"], { error: "expected one of dev, stage, prod" }).default("dev"),
   ADDR: z.string().optional(),
   KEYCLOAK_ISSUER: z
-    .url({ protocol: /^https?$/, error: "expected an http(s) URL" })
+    .union([z.literal("dev"), z.url({ protocol: /^https?$/ })], { error: 'expected an http(s) URL, or "dev" for the built-in dev issuer' })
     .default("http://localhost:8080/realms/breakpilot-dev"),
+  DEV_ISSUER_KEY_FILE: z.string().default(".data/dev-issuer-key.json"),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, { error: "expected a postgres:// or postgresql:// URL" })
@@ -165,6 +169,13 @@ export function parseListenAddress(addr: string, variable = "ADDR"): { host: str
   return { host: host === "" ? undefined : host, port };
 }
 
+/** Where this process serves its dev issuer: loopback when it listens on every interface. */
+function devIssuerUrl(listen: { host: string | undefined; port: number }): string {
+  const wildcard = listen.host === undefined || listen.host === "0.0.0.0" || listen.host === "::";
+  const host = wildcard ? "127.0.0.1" : listen.host!.includes(":") ? `[${listen.host}]` : listen.host;
+  return `http://${host}:${listen.port}/dev-issuer`;
+}
+
 /**
  * `purpose` "migrate" skips what only serving needs (the token issuer), so an
  * init container runs with nothing but DATABASE_URL.
@@ -191,12 +202,21 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
   if (production && purpose === "serve" && present["KEYCLOAK_ISSUER"] === undefined) {
     throw new ConfigError(`KEYCLOAK_ISSUER: required when APP_ENV=${e.APP_ENV} (the issuer of the access tokens to accept)`);
   }
+  // With authentication off, the default is loopback only: an unauthenticated
+  // platform admin must never be one unset variable away from the network.
+  const listen = parseListenAddress(e.ADDR ?? (authMode === "none" ? "127.0.0.1:8090" : ":8090"));
+  const devIssuer = e.KEYCLOAK_ISSUER === "dev";
+  if (devIssuer && production) {
+    throw new ConfigError(`KEYCLOAK_ISSUER: "dev" (the built-in dev issuer) is allowed only with APP_ENV=dev (APP_ENV=${e.APP_ENV})`);
+  }
+  if (devIssuer && listen.port === 0) {
+    throw new ConfigError("KEYCLOAK_ISSUER: \"dev\" needs a fixed port in ADDR: the issuer's URL, and so every token's iss, contains it");
+  }
   return {
     appEnv: e.APP_ENV,
-    // With authentication off, the default is loopback only: an unauthenticated
-    // platform admin must never be one unset variable away from the network.
-    listen: parseListenAddress(e.ADDR ?? (authMode === "none" ? "127.0.0.1:8090" : ":8090")),
-    keycloakIssuer: e.KEYCLOAK_ISSUER,
+    listen,
+    keycloakIssuer: devIssuer ? devIssuerUrl(listen) : e.KEYCLOAK_ISSUER,
+    devIssuer: devIssuer ? { keyFile: e.DEV_ISSUER_KEY_FILE } : undefined,
     databaseUrl: e.DATABASE_URL,
     migrateOnStart: e.MIGRATE_ON_START ?? !production,
     databaseWaitMs: e.DATABASE_WAIT_TIMEOUT,

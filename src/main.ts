@@ -7,7 +7,8 @@ import { TRACING_OFF } from "./observability/tracing.js";
 // instrumentation wraps the driver as it loads, and ESM hoists static imports.
 
 const USAGE = `usage: tenant-registry [serve]          serve the API on ADDR (default)
-       tenant-registry migrate <up | version | down | down-all | create NAME> [--force]`;
+       tenant-registry migrate <up | version | down | down-all | create NAME> [--force]
+       tenant-registry dev-token --role <role> [--tenant <slug or id>] [--ttl 1h]   dev only: a token from the dev issuer`;
 
 /** The only place that reads process.argv and process.env. */
 async function main(argv: readonly string[]): Promise<number> {
@@ -21,7 +22,9 @@ async function main(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const config = loadConfig(process.env, command === "migrate" ? "migrate" : "serve");
+  // dev-token is for the dev issuer: KEYCLOAK_ISSUER=dev unless the environment says otherwise.
+  const env = command === "dev-token" ? { KEYCLOAK_ISSUER: "dev", ...process.env } : process.env;
+  const config = loadConfig(env, command === "migrate" ? "migrate" : "serve");
   switch (command) {
     case "serve": {
       const tracing =
@@ -34,6 +37,10 @@ async function main(argv: readonly string[]): Promise<number> {
     case "migrate": {
       const { runMigrate } = await import("./cli/migrate.js");
       return runMigrate(args, config, { log: (line) => console.log(line), error: (line) => console.error(line) });
+    }
+    case "dev-token": {
+      const { runDevToken } = await import("./cli/dev-token.js");
+      return runDevToken(args, config, { log: (line) => console.log(line), error: (line) => console.error(line) });
     }
     default:
       console.error(USAGE);

@@ -1,4 +1,5 @@
 import { createApp } from "../app.js";
+import { devIssuerSettings, loadDevIssuer } from "../auth/dev-issuer.js";
 import type { Config } from "../config.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../db/embedded.js";
 import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaStatus } from "../db/migrations.js";
@@ -27,7 +28,9 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
       log: (line) => logger.debug({ postgres: line }, "embedded postgres"),
     });
     databaseUrl = embedded.url;
-    logger.info({ databaseUrl: databaseUrl.replace(/:[^:@/]+@/, ":***@") }, "embedded PostgreSQL ready");
+    // The embedded cluster is dev only and loopback only, with a fixed dev password: printing
+    // the whole URL is what lets `DATABASE_URL=… make migrate-version` be pasted from the log.
+    logger.info({ databaseUrl }, `embedded PostgreSQL ready: DATABASE_URL=${databaseUrl}`);
   }
   try {
     const log = (line: string) => logger.info(line);
@@ -52,6 +55,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
           "AUTH_MODE=none: AUTHENTICATION IS OFF. Every call runs as a platform admin. Dev only; never expose this port.",
         );
       }
+      const devIssuer = config.devIssuer ? await loadDevIssuer(devIssuerSettings(config)) : undefined;
       const app = createApp({
         db,
         logger,
@@ -62,6 +66,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         metrics: createMetrics(undefined, { processMetrics: true }),
         tracing,
         cache: config.cache,
+        ...(devIssuer ? { openDocuments: devIssuer.documents } : {}),
       });
       const server = await listen(app.handler, config.listen, logger);
       let metricsServer: Listening | undefined;
@@ -75,6 +80,12 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         { host: server.host, port: server.port, appEnv: config.appEnv, tracing: tracing.tracer !== undefined },
         `serving on ${addressText(server)}`,
       );
+      if (devIssuer) {
+        logger.warn(
+          { issuer: devIssuer.issuer, auth: config.auth.mode },
+          "KEYCLOAK_ISSUER=dev: this process is its own token issuer (dev only). Mint tokens with `tenant-registry dev-token --role <role>`",
+        );
+      }
       const signal = await stopSignal;
       logger.info({ signal }, "shutting down: draining in-flight calls");
       app.beginShutdown();

