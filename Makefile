@@ -25,12 +25,17 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 DEPS_STAMP := node_modules/.package-lock.json
 MAIN := node dist/src/main.js
 
-.PHONY: help node install generate check-generated lint format typecheck build start dev \
+.PHONY: help node install generate check-generated lint format typecheck build prune-dist FORCE start dev dev-watch \
         protos pack test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
         migrate-create clean
 
+# The help texts may name this Makefile's variables ($(NODE_MAJOR)); they are shown expanded.
+# (Expanded only when `make help` runs.)
+HELP_VARIABLES = $(sort $(foreach v,$(.VARIABLES),$(if $(filter file,$(origin $(v))),$(v))))
+
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}' \
+	  | sed -e 's/^//' $(foreach v,$(HELP_VARIABLES),-e 's|$$($(v))|$(subst |,\|,$($(v)))|g')
 
 $(NODE_PREFIX)/node_modules/$(NODE_PKG)/bin/node:
 	@echo "host node is $(HOST_NODE_MAJOR).x; installing node $(NODE_VERSION) ($(NODE_PKG)) into .tools/"
@@ -66,9 +71,36 @@ format: $(DEPS_STAMP) ## format proto/
 typecheck: $(DEPS_STAMP) ## tsc --noEmit over src, gen and test
 	tsc -p tsconfig.json --noEmit
 
-build: $(DEPS_STAMP) ## compile to dist/
-	rm -rf dist
-	tsc -p tsconfig.build.json
+# Incremental: make skips tsc when no input is newer than the stamp, and tsc recompiles
+# only what changed (its state lives in dist/, so deleting dist/ rebuilds everything).
+# Outputs whose source is gone are removed, so a deleted module cannot linger in dist/.
+BUILD_STAMP := dist/.build-stamp
+BUILD_INPUTS := $(shell find src gen test/bench -type f \( -name '*.ts' -o -name '*.json' \) 2>/dev/null) \
+  tsconfig.json tsconfig.build.json
+TSC_BUILD := tsc -p tsconfig.build.json --incremental --tsBuildInfoFile dist/.tsbuildinfo
+
+BUILD_LIST := $(sort $(BUILD_INPUTS))
+# A deleted source changes the list, not any timestamp: rebuild (and prune) then too.
+ifneq ($(BUILD_LIST),$(file < dist/.build-inputs))
+$(BUILD_STAMP): FORCE
+endif
+
+$(BUILD_STAMP): $(BUILD_INPUTS) $(DEPS_STAMP)
+	$(TSC_BUILD)
+	@$(MAKE) --no-print-directory prune-dist
+	@printf '%s' '$(BUILD_LIST)' > dist/.build-inputs
+	@touch $@
+
+FORCE:
+
+build: $(BUILD_STAMP) ## compile to dist/ (incremental)
+
+prune-dist:
+	@cd dist && find src gen test -type f 2>/dev/null | while read -r out; do \
+	  base=$${out%.map}; base=$${base%.js}; base=$${base%.d.ts}; \
+	  case "$$out" in *.json) source="$$out" ;; *) source="$$base.ts" ;; esac; \
+	  if [ ! -e "../$$source" ]; then rm -f "$$out"; echo "removed dist/$$out (its source is gone)"; fi; \
+	done
 
 # The bundle for other languages: our protos plus exactly the third-party files a
 # client needs (the HTTP annotations they import, the error details the server
@@ -93,6 +125,11 @@ start: build ## run the built server (serve) with the environment exactly as giv
 
 dev: build ## development server: APP_ENV=dev, embedded PostgreSQL unless DATABASE_URL is set
 	APP_ENV=$${APP_ENV:-dev} $(MAIN) serve
+
+dev-watch: build ## make dev, rebuilt (tsc --watch) and restarted (node --watch) on every change
+	@$(TSC_BUILD) --watch --preserveWatchOutput & tsc_pid=$$!; \
+	trap 'kill $$tsc_pid 2>/dev/null' EXIT; \
+	APP_ENV=$${APP_ENV:-dev} node --watch-path=dist/src --watch-path=dist/gen --watch-preserve-output dist/src/main.js serve
 
 test: $(DEPS_STAMP) check-generated lint typecheck build ## everything CI runs: drift, lint, typecheck, build, all tests
 	vitest run --reporter=default --reporter=json --outputFile.json=.test-results.json
