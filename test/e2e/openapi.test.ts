@@ -1,6 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { getOption, hasOption } from "@bufbuild/protobuf";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import addFormatsModule from "ajv-formats";
 import { describe, expect, it } from "vitest";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -41,6 +43,21 @@ describe("GET /openapi.json", () => {
 });
 
 describe("the document", () => {
+  it("is valid against the OpenAPI 3.1 specification's own JSON Schema", async () => {
+    const specFile = join(PACKAGE_ROOT, "node_modules", "@apidevtools", "openapi-schemas", "schemas", "v3.1", "schema.json");
+    // ajv cannot follow the spec's `$dynamicRef: "#meta"`; in this (non-dialect) schema it means exactly $defs/schema.
+    const spec = JSON.parse((await readFile(specFile, "utf8")).replaceAll('"$dynamicRef": "#meta"', '"$ref": "#/$defs/schema"')) as object;
+    const ajv = new Ajv2020({ allErrors: true, strict: false, formats: { "media-range": true } });
+    (addFormatsModule as unknown as (a: Ajv2020) => void)(ajv);
+    const validate = ajv.compile(spec);
+    const document = await committed();
+    expect(validate(document) ? [] : validate.errors).toEqual([]);
+    // …and the check is not a formality: a response without a description is not OpenAPI.
+    const broken = structuredClone(document) as unknown as { paths: Record<string, Record<string, { responses: unknown }>> };
+    broken.paths["/v1/tenants"]!["post"]!.responses = { "200": { content: {} } };
+    expect(validate(broken)).toBe(false);
+  });
+
   it("is OpenAPI 3.1 with one operation per google.api.http binding of the service", async () => {
     const document = await committed();
     expect(document.openapi).toBe("3.1.0");
