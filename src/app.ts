@@ -1,4 +1,4 @@
-import { Code, ConnectError, createConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createServiceImplSpec, type ServiceImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { Health } from "../gen/health/v1/health_pb.js";
@@ -32,6 +32,7 @@ import { TRACING_OFF, type Tracing } from "./observability/tracing.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
 import { createHttpHandler } from "./transport/http-handler.js";
+import { createRestHandler } from "./transport/rest.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
 import type { RequestHandler } from "./transport/server.js";
 
@@ -140,22 +141,25 @@ export function createApp({
   startMaintenance(deps);
   const served = [TenantRegistryService, Health, ...(reflection ? REFLECTION_SERVICES : [])];
 
+  // REST runs the same implementations through this same interceptor list as the Connect router.
+  const interceptors = [
+    createObservingInterceptor({ logger, metrics, tracing }),
+    createAuthInterceptor({
+      authenticate: authenticatorFor(auth, verifyKey, logger),
+      openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
+      governedService: TenantRegistryService.typeName,
+      tenants: createTenantLookup(db),
+      clientAddress: createClientAddressResolver(auth.trustedProxies ?? []),
+      db,
+      logger,
+      metrics,
+    }),
+  ];
+  // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
+  const jsonOptions = { alwaysEmitImplicit: true };
   const router = createConnectRouter({
-    interceptors: [
-      createObservingInterceptor({ logger, metrics, tracing }),
-      createAuthInterceptor({
-        authenticate: authenticatorFor(auth, verifyKey, logger),
-        openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
-        governedService: TenantRegistryService.typeName,
-        tenants: createTenantLookup(db),
-        clientAddress: createClientAddressResolver(auth.trustedProxies ?? []),
-        db,
-        logger,
-        metrics,
-      }),
-    ],
-    // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
-    jsonOptions: { alwaysEmitImplicit: true },
+    interceptors,
+    jsonOptions,
     readMaxBytes: 4 * 1024 * 1024,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,
@@ -170,13 +174,20 @@ export function createApp({
     ...createAuditHandlers(deps),
   } satisfies ServiceImpl<typeof TenantRegistryService>;
   router.service(TenantRegistryService, implementation);
+  const rest = createRestHandler({
+    services: [createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, implementation)],
+    interceptors,
+    jsonOptions,
+    shutdownSignal: shutdown.signal,
+    logger,
+  });
   registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], shutdown.signal);
   if (reflection) registerReflection(router, registryOf(served), served);
 
   return {
     handler: createHttpHandler({
       router,
-      restServices: [TenantRegistryService],
+      rest,
       readiness,
       logger,
       metrics: metrics.registry,

@@ -1,6 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import type { DescService, JsonValue } from "@bufbuild/protobuf";
+import type { JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
@@ -8,7 +8,7 @@ import openApiDocument from "../../gen/openapi.json" with { type: "json" };
 import type { Logger } from "../logger.js";
 import { peerAddressKey } from "./context.js";
 import type { Readiness } from "./health.js";
-import { createRestHandler, sendJson } from "./rest.js";
+import { sendJson, type RestHandler } from "./rest.js";
 import type { RequestHandler } from "./server.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -19,7 +19,8 @@ type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
  */
 export function createHttpHandler(options: {
   router: ConnectRouter;
-  restServices: readonly DescService[];
+  /** The REST mapping (rest.ts), tried for every path the router does not serve. */
+  rest: RestHandler;
   readiness: Readiness;
   logger: Logger;
   /** Served at GET /metrics, open like the health endpoints. */
@@ -27,9 +28,8 @@ export function createHttpHandler(options: {
   /** More open GET documents by path (the dev issuer's discovery and JWKS). */
   openDocuments?: ReadonlyMap<string, unknown>;
 }): RequestHandler {
-  const { router, readiness, logger } = options;
+  const { router, readiness, logger, rest } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const rest = createRestHandler(options.restServices, router.handlers);
   // Generated from the protos (tools/protoc-gen-openapi.ts) and open like /healthz: it is the public contract.
   const openApi = Buffer.from(JSON.stringify(openApiDocument));
   const openDocuments = options.openDocuments ?? new Map<string, unknown>();

@@ -1,178 +1,254 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import { fromBinary, getOption, hasOption, type DescField, type DescMessage, type DescMethod, type DescService, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import type { ContextValues } from "@connectrpc/connect";
-import type { UniversalHandler } from "@connectrpc/connect/protocol";
-import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
-import type { HttpRule } from "../../gen/google/api/http_pb.js";
+import { fromJson, toJson, type DescMessage, type JsonObject, type JsonReadOptions, type JsonValue, type JsonWriteOptions, type Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
+import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { restRouteKey } from "./context.js";
-import { enumsFromShort, enumsToShort } from "./rest-json.js";
+import type { Logger } from "../logger.js";
+import { createEnumsFromShort, createEnumsToShort } from "./rest-json.js";
+import { compileRestRoutes, createFieldLookups, isBoolField, queryFieldPath, variableValue, type RestRoute } from "./rest-routes.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
-type Route = {
-  readonly httpMethod: string;
-  readonly template: string;
-  readonly pattern: RegExp;
-  readonly variables: readonly string[];
-  readonly body: string;
-  readonly responseBody: string;
-  readonly method: DescMethod;
-  readonly handler: UniversalHandler;
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) describe this connection, not the call;
+// content-length and content-encoding describe the REST body, which is decoded
+// here. Every other header reaches the interceptors and handlers, as on gRPC.
+const NOT_FORWARDED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "content-length",
+  "content-encoding",
+]);
+const NOT_RETURNED = new Set(["content-type", "content-length", "content-encoding", "transfer-encoding", "connection"]);
+
+// Prebuilt, so a real abort costs no stack trace; a finished call is never aborted.
+const CLIENT_GONE = new ConnectError("the client closed the connection", Code.Canceled);
+
+export type RestOptions = {
+  /** The implementations the Connect router serves; REST calls run the same ones. */
+  readonly services: readonly ServiceImplSpec[];
+  /** The router's interceptors, in the same order: auth, logging and error mapping apply to REST as well. */
+  readonly interceptors: readonly Interceptor[];
+  readonly jsonOptions?: Partial<JsonWriteOptions>;
+  /** Aborts running REST calls with its reason, like the router's shutdownSignal. */
+  readonly shutdownSignal?: AbortSignal;
+  readonly logger: Logger;
 };
 
-const MAX_BODY_BYTES = 4 * 1024 * 1024;
-const FORWARDED_HEADERS = ["authorization", "x-request-id", "x-forwarded-for", "user-agent", "traceparent", "tracestate", "idempotency-key"];
+export type RestHandler = (req: NodeRequest, res: NodeResponse, contextValues: ContextValues) => Promise<boolean>;
 
 /**
- * REST paths from the `google.api.http` annotations in the compiled descriptors.
- * A REST call becomes a Connect JSON call on the same universal handler, so it
- * runs through the same interceptors and implementation as gRPC and Connect;
+ * REST paths from the `google.api.http` annotations, compiled at start-up
+ * (rest-routes.ts). A REST call is decoded straight into the request message,
+ * runs the same implementation through the same interceptors as gRPC and
+ * Connect, and its response message is written straight as REST JSON, so
  * adding an annotation to the proto is all a new RPC needs to get a REST path.
  */
-export function createRestHandler(services: readonly DescService[], handlers: readonly UniversalHandler[]) {
-  const routes: Route[] = [];
-  for (const service of services) {
-    for (const method of service.methods) {
-      if (!hasOption(method, httpRule)) continue;
-      const handler = handlers.find((h) => h.method === method);
-      if (!handler) throw new Error(`no handler registered for ${service.typeName}.${method.name}`);
-      const rule = getOption(method, httpRule);
-      for (const r of [rule, ...rule.additionalBindings]) routes.push(compileRoute(r, method, handler));
+export function createRestHandler(options: RestOptions): RestHandler {
+  const router = compileRestRoutes(options.services.map((s) => s.service));
+  const specs = new Map<RestRoute["method"], Extract<MethodImplSpec, { kind: "unary" }>>();
+  for (const service of options.services) {
+    for (const spec of Object.values(service.methods)) if (spec.kind === "unary") specs.set(spec.method, spec);
+  }
+  for (const route of router.routes) {
+    if (!specs.has(route.method)) throw new Error(`no implementation for ${route.method.parent.typeName}.${route.method.name}`);
+  }
+  const interceptors = [...options.interceptors];
+  // Strict, as REST always was: an unknown field or enum label is a 400 naming it.
+  const readOptions: Partial<JsonReadOptions> = { ignoreUnknownFields: false };
+  const writeOptions: Partial<JsonWriteOptions> = { ...options.jsonOptions };
+  const fromShort = createEnumsFromShort();
+  const toShort = createEnumsToShort();
+  const lookups = createFieldLookups();
+  // Warm every plan now, so the first call pays nothing and a recursive schema shows at start-up.
+  for (const route of router.routes) {
+    fromShort.convert(route.method.input, {});
+    toShort.convert(route.method.output, {});
+  }
+
+  const running = new Set<AbortController>();
+  options.shutdownSignal?.addEventListener("abort", () => {
+    for (const abort of running) abort.abort(options.shutdownSignal!.reason);
+  });
+
+  async function decode(route: RestRoute, segments: readonly string[], query: string, req: NodeRequest): Promise<Message> {
+    const input = route.method.input;
+    let json: JsonObject = {};
+    if (route.body !== "") {
+      const body = await readJsonBody(req);
+      if (route.body === "*") {
+        if (body === null || typeof body !== "object" || Array.isArray(body)) throw new RestInputError("request body must be a JSON object");
+        json = body;
+      } else {
+        json[route.body.jsonName] = body;
+        inferUpdateMask(route, json);
+      }
+    }
+    for (const variable of route.variables) {
+      let value: string;
+      try {
+        value = variableValue(variable, segments);
+      } catch {
+        throw new RestInputError(`path variable "${variable.fieldPath.map((f) => f.name).join(".")}" is not valid percent-encoding`);
+      }
+      setPath(json, variable.fieldPath.map((f) => f.jsonName), value);
+    }
+    if (route.body !== "*" && query !== "") {
+      const params = new URLSearchParams(query);
+      for (const key of new Set(params.keys())) {
+        const fieldPath = queryFieldPath(input, key, lookups);
+        if (!fieldPath) throw new RestInputError(`unknown query parameter "${key}"`);
+        if (fieldPath[0]!.name === "update_mask") delete json["updateMask"]; // an explicit mask wins over the inferred one
+        const field = fieldPath.at(-1)!;
+        const values = params.getAll(key).map((v) => queryValue(isBoolField(field), v, key));
+        setPath(json, fieldPath.map((f) => f.jsonName), field.fieldKind === "list" ? values : values.at(-1)!);
+      }
+    }
+    try {
+      return fromJson(input, fromShort.convert(input, json), readOptions);
+    } catch (error) {
+      throw ConnectError.from(error, Code.InvalidArgument);
     }
   }
 
-  /** Answers the request when it matches a REST route; false leaves it to the caller. */
-  return async function handleRest(req: NodeRequest, res: NodeResponse, contextValues: ContextValues): Promise<boolean> {
-    const url = new URL(req.url ?? "/", "http://rest.invalid");
-    const candidates = routes.map((route) => ({ route, match: route.pattern.exec(url.pathname) })).filter((c) => c.match);
-    if (candidates.length === 0) return false;
-    const found = candidates.find((c) => c.route.httpMethod === req.method);
-    if (!found) {
-      res.setHeader("allow", [...new Set(candidates.map((c) => c.route.httpMethod))].join(", "));
-      sendJson(res, 405, { code: "method_not_allowed", message: `${req.method} is not allowed on ${url.pathname}` });
+  function encode(route: RestRoute, output: Message): JsonValue {
+    const field = route.responseBody;
+    if (field?.fieldKind === "message") {
+      const sub = (output as unknown as Record<string, Message | undefined>)[field.localName];
+      return sub === undefined ? {} : toShort.convert(field.message, toJson(field.message, sub, writeOptions));
+    }
+    const json = toShort.convert(route.method.output, toJson(route.method.output as DescMessage, output, writeOptions)) as JsonObject;
+    return field ? (json[field.jsonName] ?? {}) : json;
+  }
+
+  return async function handleRest(req, res, contextValues) {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const pathname = q < 0 ? url : url.slice(0, q);
+    const match = router.match(req.method ?? "", pathname);
+    if (match.kind === "not_found") return false;
+    if (match.kind === "method_not_allowed") {
+      res.setHeader("allow", match.allowed.join(", "));
+      sendJson(res, 405, { code: "method_not_allowed", message: `${req.method} is not allowed on ${pathname}` });
       return true;
     }
-    const { route, match } = found;
-    let request: JsonObject;
+    const { route, segments } = match;
+    const spec = specs.get(route.method)!;
+    contextValues.set(restRouteKey, route.template);
+
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableEnded) abort.abort(CLIENT_GONE);
+    };
+    res.once("close", onClose);
+    running.add(abort);
+    const context: HandlerContext = {
+      service: route.method.parent,
+      method: route.method,
+      protocolName: "rest",
+      requestMethod: req.method ?? "",
+      url: `http://rest.invalid${url}`,
+      signal: abort.signal,
+      timeoutMs: () => undefined,
+      requestHeader: forwardedHeaders(req),
+      responseHeader: new Headers(),
+      responseTrailer: new Headers(),
+      values: contextValues,
+    };
     try {
-      request = await buildRequest(route, match!, url, req);
+      const input = await decode(route, segments, q < 0 ? "" : url.slice(q + 1), req);
+      const output = await invokeUnaryImplementation(spec, context, input, interceptors);
+      copyResponseHeaders(context.responseHeader, res);
+      sendJson(res, 200, encode(route, output));
     } catch (error) {
-      sendJson(res, 400, { code: "invalid_argument", message: (error as Error).message });
-      return true;
+      if (error instanceof RestInputError) {
+        sendJson(res, 400, { code: "invalid_argument", message: error.message });
+        return true;
+      }
+      if (!(error instanceof ConnectError)) options.logger.error({ err: error, route: route.template }, "rest call failed outside the interceptors");
+      const connectError = error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
+      copyResponseHeaders(connectError.metadata, res);
+      sendJson(res, codeToHttpStatus(connectError.code), restError(connectError));
+    } finally {
+      running.delete(abort);
     }
-    await invoke(route, request, req, res, contextValues);
     return true;
   };
 }
 
-function compileRoute(rule: HttpRule, method: DescMethod, handler: UniversalHandler): Route {
-  const p = rule.pattern;
-  const [httpMethod, template] =
-    p.case === "custom" ? [p.value.kind.toUpperCase(), p.value.path] : [p.case?.toUpperCase() ?? "", p.value ?? ""];
-  if (!template.startsWith("/")) throw new Error(`${method.parent.typeName}.${method.name}: bad http rule path "${template}"`);
-  const variables: string[] = [];
-  let source = "";
-  let last = 0;
-  for (const m of template.matchAll(/\{([^}=]+)(?:=([^}]+))?\}/g)) {
-    source += escapeRegExp(template.slice(last, m.index));
-    variables.push(m[1]!);
-    const segment = m[2] ?? "*";
-    source += segment === "*" ? "([^/:]+)" : `(${segment.split("/").map((s) => (s === "**" ? ".+" : s === "*" ? "[^/]+" : escapeRegExp(s))).join("/")})`;
-    last = m.index + m[0].length;
-  }
-  source += escapeRegExp(template.slice(last));
-  return {
-    httpMethod,
-    template,
-    pattern: new RegExp(`^${source}$`),
-    variables,
-    body: rule.body,
-    responseBody: rule.responseBody,
-    method,
-    handler,
-  };
-}
-
-async function buildRequest(route: Route, match: RegExpExecArray, url: URL, req: NodeRequest): Promise<JsonObject> {
-  const input = route.method.input;
-  let request: JsonObject = {};
-  if (route.body !== "") {
-    const body = await readJsonBody(req);
-    if (route.body === "*") {
-      if (body === null || typeof body !== "object" || Array.isArray(body)) throw new Error("request body must be a JSON object");
-      request = { ...body };
-    } else {
-      request[route.body] = body;
-    }
-  }
-  inferUpdateMask(route, request);
-  route.variables.forEach((path, i) => setPath(request, path.split("."), decodeURIComponent(match[i + 1]!)));
-  if (route.body !== "*") {
-    for (const key of new Set(url.searchParams.keys())) {
-      const fieldPath = resolveFieldPath(input, key);
-      if (!fieldPath) throw new Error(`unknown query parameter "${key}"`);
-      if (fieldPath[0]?.name === "update_mask") delete request["updateMask"]; // an explicit mask wins over the inferred one
-      const field = fieldPath.at(-1)!;
-      const values = url.searchParams.getAll(key).map((v) => queryValue(field, v, key));
-      setPath(request, fieldPath.map((f) => f.jsonName), field.fieldKind === "list" ? values : values.at(-1)!);
-    }
-  }
-  return enumsFromShort(input, request) as JsonObject;
-}
+/** Bad REST input found before the call (body, path, query): answered 400 with the reason. */
+class RestInputError extends Error {}
 
 /**
  * PATCH without an update_mask updates exactly the fields the body carries, as
  * grpc-gateway does: `PATCH /v1/tenants/{tenant.id} {"name":"x"}` means mask "name".
  * Path variables are identifiers, never part of the mask.
  */
-function inferUpdateMask(route: Route, request: JsonObject): void {
-  if (route.body === "" || route.body === "*") return;
-  const input = route.method.input;
-  const maskField = input.fields.find(
+function inferUpdateMask(route: RestRoute, json: JsonObject): void {
+  const bodyField = route.body;
+  if (bodyField === "" || bodyField === "*" || bodyField.fieldKind !== "message") return;
+  const maskField = route.method.input.fields.find(
     (f) => f.name === "update_mask" && f.fieldKind === "message" && f.message.typeName === "google.protobuf.FieldMask",
   );
-  const bodyField = input.fields.find((f) => f.name === route.body);
-  const body = request[route.body];
-  if (!maskField || bodyField?.fieldKind !== "message" || body === null || typeof body !== "object" || Array.isArray(body)) return;
-  const identifiers = route.variables.filter((v) => v.startsWith(`${route.body}.`)).map((v) => v.slice(route.body.length + 1));
-  const paths = Object.keys(body)
-    .map((key) => bodyField.message.fields.find((f) => f.name === key || f.jsonName === key))
-    .filter((f): f is DescField => f !== undefined && !identifiers.includes(f.name))
-    .map((f) => f.jsonName);
-  request[maskField.jsonName] = paths.join(",");
+  const body = json[bodyField.jsonName];
+  if (!maskField || body === null || typeof body !== "object" || Array.isArray(body)) return;
+  const identifiers = new Set(route.variables.filter((v) => v.fieldPath[0] === bodyField).map((v) => v.fieldPath[1]?.name));
+  const paths: string[] = [];
+  for (const key of Object.keys(body)) {
+    const field = bodyField.message.fields.find((f) => f.name === key || f.jsonName === key);
+    if (field && !identifiers.has(field.name)) paths.push(field.jsonName);
+  }
+  json[maskField.jsonName] = paths.join(",");
 }
 
-function queryValue(field: DescField, raw: string, key: string): JsonValue {
-  const scalarBool = (field.fieldKind === "scalar" || field.fieldKind === "list") && field.scalar === 8; // ScalarType.BOOL
-  if (!scalarBool) return raw;
+function queryValue(isBool: boolean, raw: string, key: string): JsonValue {
+  if (!isBool) return raw;
   if (raw === "true" || raw === "1" || raw === "") return true;
   if (raw === "false" || raw === "0") return false;
-  throw new Error(`query parameter "${key}" must be true or false`);
-}
-
-function resolveFieldPath(desc: DescMessage, dotted: string): DescField[] | undefined {
-  const path: DescField[] = [];
-  let current: DescMessage | undefined = desc;
-  for (const part of dotted.split(".")) {
-    const field: DescField | undefined = current?.fields.find((f) => f.name === part || f.jsonName === part);
-    if (!field) return undefined;
-    path.push(field);
-    current = field.fieldKind === "message" ? field.message : undefined;
-  }
-  return path;
+  throw new RestInputError(`query parameter "${key}" must be true or false`);
 }
 
 function setPath(target: JsonObject, path: readonly string[], value: JsonValue): void {
   let node = target;
-  path.slice(0, -1).forEach((key) => {
-    const next = node[key];
-    if (next === null || typeof next !== "object" || Array.isArray(next)) node[key] = {};
-    node = node[key] as JsonObject;
-  });
+  for (let i = 0; i < path.length - 1; i++) {
+    const next = node[path[i]!];
+    if (next === null || typeof next !== "object" || Array.isArray(next)) node[path[i]!] = {};
+    node = node[path[i]!] as JsonObject;
+  }
   node[path.at(-1)!] = value;
+}
+
+function forwardedHeaders(req: NodeRequest): Headers {
+  const header = new Headers();
+  const raw = req.rawHeaders;
+  // Names the Connection header lists are hop-by-hop too.
+  const connection = req.headers["connection"];
+  const listed = typeof connection === "string" ? new Set(connection.toLowerCase().split(",").map((s) => s.trim())) : undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(":") || NOT_FORWARDED.has(name) || listed?.has(name)) continue;
+    header.append(name, raw[i + 1]!);
+  }
+  return header;
+}
+
+function copyResponseHeaders(from: Headers, res: NodeResponse): void {
+  from.forEach((value, name) => {
+    if (!NOT_RETURNED.has(name)) res.setHeader(name, value);
+  });
 }
 
 async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
@@ -180,64 +256,23 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new Error(`request body exceeds ${MAX_BODY_BYTES} bytes`);
+    if (size > MAX_BODY_BYTES) throw new RestInputError(`request body exceeds ${MAX_BODY_BYTES} bytes`);
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString("utf8").trim();
+  const text = (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString("utf8").trim();
   if (text === "") return {};
   try {
     return JSON.parse(text) as JsonValue;
   } catch {
-    throw new Error("request body is not valid JSON");
+    throw new RestInputError("request body is not valid JSON");
   }
 }
 
-async function invoke(route: Route, request: JsonObject, req: NodeRequest, res: NodeResponse, contextValues: ContextValues) {
-  const header = new Headers({ "content-type": "application/json", "connect-protocol-version": "1" });
-  for (const name of FORWARDED_HEADERS) {
-    const value = req.headers[name];
-    if (typeof value === "string") header.set(name, value);
-  }
-  const abort = new AbortController();
-  res.once("close", () => abort.abort());
-  const uRes = await route.handler({
-    httpVersion: req.httpVersion,
-    method: "POST",
-    url: `http://rest.invalid${route.handler.requestPath}`,
-    header,
-    body: request,
-    signal: abort.signal,
-    contextValues: contextValues.set(restRouteKey, route.template),
-  });
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of uRes.body ?? []) chunks.push(chunk);
-  const text = Buffer.concat(chunks).toString("utf8");
-  const requestId = uRes.header?.get("x-request-id");
-  if (requestId) res.setHeader("x-request-id", requestId);
-  const json = text === "" ? {} : (JSON.parse(text) as JsonObject);
-  if (uRes.status !== 200) {
-    sendJson(res, uRes.status, restError(json));
-    return;
-  }
-  let body = enumsToShort(route.method.output, json);
-  if (route.responseBody !== "") {
-    const field = route.method.output.fields.find((f) => f.name === route.responseBody);
-    body = (body as JsonObject)[field?.jsonName ?? route.responseBody] ?? {};
-  }
-  sendJson(res, 200, body);
-}
-
-/** A Connect error body, with field violations decoded so curl users can read them. */
-function restError(json: JsonObject): JsonObject {
-  const out: JsonObject = { code: json["code"] ?? "unknown", message: json["message"] ?? "" };
-  const details = Array.isArray(json["details"]) ? json["details"] : [];
-  for (const d of details) {
-    if (d === null || typeof d !== "object" || Array.isArray(d)) continue;
-    if (d["type"] === BadRequestSchema.typeName && typeof d["value"] === "string") {
-      const badRequest = fromBinary(BadRequestSchema, Buffer.from(d["value"], "base64"));
-      out["fieldViolations"] = badRequest.fieldViolations.map((v) => ({ field: v.field, description: v.description }));
-    }
-  }
+/** A Connect error as REST JSON, with field violations decoded so curl users can read them. */
+function restError(error: ConnectError): JsonObject {
+  const out: JsonObject = { code: codeToString(error.code), message: error.rawMessage };
+  const violations = error.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+  if (violations.length > 0) out["fieldViolations"] = violations.map((v) => ({ field: v.field, description: v.description }));
   return out;
 }
 
@@ -247,8 +282,4 @@ export function sendJson(res: NodeResponse, status: number, body: JsonValue): vo
   res.setHeader("content-type", "application/json; charset=utf-8");
   res.setHeader("content-length", Buffer.byteLength(payload));
   res.end(payload);
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
