@@ -158,6 +158,9 @@ const envSchema = z.object({
   CACHE_TTL: seconds.prefault(String(DEFAULT_CACHE_SETTINGS.ttlMs / 1000)),
 });
 
+/** Every variable the service reads (the deploy manifests may name no other). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(envSchema.shape);
+
 /** Parses ADDR: ":8090", "127.0.0.1:8090", "[::1]:8090", "localhost:0". */
 export function parseListenAddress(addr: string, variable = "ADDR"): { host: string | undefined; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
