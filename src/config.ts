@@ -39,6 +39,15 @@ export type Config = {
   readonly metricsListen: { readonly host: string | undefined; readonly port: number } | undefined;
   readonly tracing: TracingConfig;
   readonly cache: CacheSettings;
+  /** TLS on the serving port; undefined: plaintext (h2c and HTTP/1.1). */
+  readonly tls: TlsConfig | undefined;
+};
+
+export type TlsConfig = {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Set: mutual TLS, callers must present a certificate this CA signed. */
+  readonly clientCaFile: string | undefined;
 };
 
 /**
@@ -120,6 +129,9 @@ const envSchema = z.object({
     .default([]),
   REFLECTION: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
   METRICS_ADDR: z.string().optional(),
+  TLS_CERT_FILE: z.string().optional(),
+  TLS_KEY_FILE: z.string().optional(),
+  TLS_CLIENT_CA_FILE: z.string().optional(),
   OTEL_SDK_DISABLED: boolish.default(false),
   OTEL_TRACES_EXPORTER: z.enum(["otlp", "none"], { error: "expected otlp or none" }).default("otlp"),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
@@ -215,6 +227,12 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
   if (devIssuer && listen.port === 0) {
     throw new ConfigError("KEYCLOAK_ISSUER: \"dev\" needs a fixed port in ADDR: the issuer's URL, and so every token's iss, contains it");
   }
+  if ((e.TLS_CERT_FILE === undefined) !== (e.TLS_KEY_FILE === undefined)) {
+    throw new ConfigError(`${e.TLS_CERT_FILE === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE"}: required when ${e.TLS_CERT_FILE === undefined ? "TLS_KEY_FILE" : "TLS_CERT_FILE"} is set`);
+  }
+  if (e.TLS_CLIENT_CA_FILE !== undefined && e.TLS_CERT_FILE === undefined) {
+    throw new ConfigError("TLS_CLIENT_CA_FILE: mutual TLS needs TLS_CERT_FILE and TLS_KEY_FILE too");
+  }
   return {
     appEnv: e.APP_ENV,
     listen,
@@ -229,6 +247,10 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
     auth: { mode: authMode, audience: e.AUTH_AUDIENCE, tenantClaim: e.AUTH_TENANT_CLAIM, clockSkewSec: e.AUTH_CLOCK_SKEW },
     trustedProxies: e.TRUSTED_PROXIES,
     reflection: e.REFLECTION === "on",
+    tls:
+      e.TLS_CERT_FILE === undefined || e.TLS_KEY_FILE === undefined
+        ? undefined
+        : { certFile: e.TLS_CERT_FILE, keyFile: e.TLS_KEY_FILE, clientCaFile: e.TLS_CLIENT_CA_FILE },
     metricsListen: e.METRICS_ADDR === undefined ? undefined : parseListenAddress(e.METRICS_ADDR, "METRICS_ADDR"),
     tracing: {
       endpoint:

@@ -9,7 +9,8 @@ import type { Logger } from "../logger.js";
 import { createMetrics } from "../observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "../observability/tracing.js";
 import { sendMetrics } from "../transport/http-handler.js";
-import { listen, type Listening } from "../transport/server.js";
+import { DEFAULT_LIMITS, listen, type Listening } from "../transport/server.js";
+import { createTlsTermination } from "../transport/tls.js";
 
 export class StartupError extends Error {
   override readonly name = "StartupError";
@@ -17,6 +18,8 @@ export class StartupError extends Error {
 
 /** serve: database (embedded in dev), migrations per MIGRATE_ON_START, the one port, graceful stop. */
 export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>, tracing: Tracing = TRACING_OFF): Promise<void> {
+  // Unreadable or mismatched certificate files fail the start before anything else does.
+  const tls = config.tls && (await createTlsTermination(config.tls, DEFAULT_LIMITS.firstByteTimeoutMs));
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -68,7 +71,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         cache: config.cache,
         ...(devIssuer ? { openDocuments: devIssuer.documents } : {}),
       });
-      const server = await listen(app.handler, config.listen, logger);
+      const server = await listen(app.handler, config.listen, logger, DEFAULT_LIMITS, tls);
       let metricsServer: Listening | undefined;
       if (config.metricsListen) {
         // Only /metrics: a scrape port kept off the API's network path.
@@ -77,7 +80,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
       }
       app.metrics.startedUp(process.uptime());
       logger.info(
-        { host: server.host, port: server.port, appEnv: config.appEnv, tracing: tracing.tracer !== undefined },
+        { host: server.host, port: server.port, appEnv: config.appEnv, tls: tls ? (tls.mutual ? "mutual" : "on") : "off", tracing: tracing.tracer !== undefined },
         `serving on ${addressText(server)}`,
       );
       if (devIssuer) {

@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { Logger } from "../logger.js";
+import type { TlsTermination } from "./tls.js";
 
 export type RequestHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -45,12 +46,14 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
  * One plaintext port for every protocol: sniffs the first bytes of each
  * connection and hands it to an HTTP/2 (h2c: gRPC, Connect, gRPC-Web) or an
  * HTTP/1.1 server (Connect, gRPC-Web, REST, health), both sharing one handler.
+ * With `tls` the same port speaks TLS instead and ALPN picks the server.
  */
 export async function listen(
   handler: RequestHandler,
   address: { host: string | undefined; port: number },
   logger: Logger,
   limits: ServerLimits = DEFAULT_LIMITS,
+  tls?: TlsTermination,
 ): Promise<Listening> {
   const h1 = http.createServer(
     {
@@ -86,6 +89,11 @@ export async function listen(
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => {}); // peers reset connections; nothing to do but let it close
+    if (tls) {
+      // ALPN decides the protocol; the handshake has its own timeout.
+      tls.server.emit("connection", socket);
+      return;
+    }
     socket.setTimeout(limits.firstByteTimeoutMs, () => socket.destroy());
     let seen = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -109,6 +117,9 @@ export async function listen(
     };
     socket.on("data", onData);
   });
+
+  tls?.server.on("secureConnection", (secure) => (secure.alpnProtocol === "h2" ? h2 : h1).emit("connection", secure));
+  tls?.server.on("tlsClientError", (error: NodeJS.ErrnoException) => logger.debug({ code: error.code }, "tls handshake failed"));
 
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
