@@ -135,6 +135,7 @@ export function createApp({
   // One LISTEN session per replica, on its own connection to the pool's database.
   const changes = createChangeListener({ connectionUri: db.configuration.connectionUri, logger });
   const cache = createReadCache(cacheSettings, changes, logger);
+  metrics.watchCache(cache.stats, cache.onInvalidation);
   const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics, changes: { committed: cache.apply } };
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);

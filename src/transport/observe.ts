@@ -5,7 +5,8 @@ import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "../logger.js";
 import type { Metrics, Protocol } from "../observability/metrics.js";
 import type { Tracing } from "../observability/tracing.js";
-import { auditWrittenKey, restRouteKey } from "./context.js";
+import type { CacheNote } from "../cache/read-cache.js";
+import { auditWrittenKey, cacheNoteKey, restRouteKey } from "./context.js";
 import { toConnectError } from "./errors.js";
 
 const headerGetter: TextMapGetter<Headers> = {
@@ -50,6 +51,7 @@ export function createObservingInterceptor({ logger, metrics, tracing }: Observe
 
     let span: Span | undefined;
     let spanContext: Context | undefined;
+    let note: CacheNote | undefined;
     if (tracer) {
       const parent = propagator.extract(ROOT_CONTEXT, req.header, headerGetter);
       span = tracer.startSpan(
@@ -68,6 +70,9 @@ export function createObservingInterceptor({ logger, metrics, tracing }: Observe
         parent,
       );
       spanContext = trace.setSpan(parent, span);
+      // Only a traced call counts its cached reads: the note is the span's cache.hit.
+      note = { hits: 0, misses: 0, bypassed: 0 };
+      req.contextValues.set(cacheNoteKey, note);
     }
     const traceId = span?.spanContext().traceId;
 
@@ -79,6 +84,10 @@ export function createObservingInterceptor({ logger, metrics, tracing }: Observe
         if (protocol === "grpc" || protocol === "grpc_web") span.setAttribute("rpc.grpc.status_code", code ?? 0);
         else if (code !== undefined) span.setAttribute("rpc.connect_rpc.error_code", name);
         if (code !== undefined && SERVER_FAULTS.has(code)) span.setStatus({ code: SpanStatusCode.ERROR, message: name });
+        if (note && note.hits + note.misses + note.bypassed > 0) {
+          span.setAttribute("tenant_registry.cache.hit", note.misses === 0 && note.bypassed === 0);
+          span.setAttribute("tenant_registry.cache.reads", note.hits + note.misses + note.bypassed);
+        }
         span.end();
       }
       logger.info(

@@ -37,6 +37,7 @@ let issuer: OidcIssuer;
 beforeAll(async () => {
   const main = join(PACKAGE_ROOT, "dist", "src", "main.js");
   if (!existsSync(main)) throw new Error("dist/ is missing: run `make build` first (make test does)");
+  if (!existsSync(join(PACKAGE_ROOT, "dist", "protos"))) throw new Error("dist/protos is missing: run `make protos` first (make test does)");
   const built = (await stat(main)).mtimeMs;
   for (const file of (await readdir(join(PACKAGE_ROOT, "src"), { recursive: true })).filter((f) => f.endsWith(".ts"))) {
     if ((await stat(join(PACKAGE_ROOT, "src", file))).mtimeMs > built) throw new Error(`dist/ is older than src/${file}: run \`make build\``);
@@ -78,10 +79,17 @@ const prodEnv = () => ({
 
 describe("the packed artifact (make dist)", () => {
   it("holds the compiled code, migrations, protos and package.json, and no tests, sources or source maps", () => {
-    expect(packed).toEqual(expect.arrayContaining(["package.json", "dist/src/main.js", "migrations/1_init.sql", "migrations/down/1_init.sql"]));
-    expect(packed.some((p) => p.startsWith("proto/") && p.endsWith(".proto"))).toBe(true);
+    expect(packed).toEqual(
+      expect.arrayContaining([
+        "package.json",
+        "dist/src/main.js",
+        "migrations/1_init.sql",
+        "migrations/down/1_init.sql",
+        "dist/protos/breakpilot/tenantregistry/v1/tenant_registry_service.proto",
+      ]),
+    );
     expect(packed.some((p) => p.startsWith("dist/gen/"))).toBe(true);
-    const unwanted = packed.filter((p) => /(^|\/)test\/|\.test\.|\.map$|^src\/|^gen\/|\.ts$/.test(p) && !p.endsWith(".d.ts"));
+    const unwanted = packed.filter((p) => /(^|\/)test\/|\.test\.|\.map$|^src\/|^gen\/|^proto\/|\.ts$/.test(p) && !p.endsWith(".d.ts"));
     expect(unwanted).toEqual([]);
   });
 

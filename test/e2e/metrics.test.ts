@@ -97,6 +97,21 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
     expect(delta(before, after, "tenant_registry_audit_events_written_total")).toBe(2);
   });
 
+  it("shows the cache's listener connected and the lag of every change notice it applies", async () => {
+    await expect.poll(async () => valueOf((await scrape(server.baseUrl)).samples, "tenant_registry_cache_listener_connected"), { timeout: 10_000 }).toBe(1);
+    const before = (await scrape(server.baseUrl)).samples;
+    const connect = clientFor(TenantRegistryService, server.baseUrl, "connect-json-h1");
+    // A rename makes the tenant's cached answers stale: one change notice, delivered back to this replica.
+    await connect.updateTenant({ tenant: { id: entitled.id, name: "Renamed" }, updateMask: { paths: ["name"] } });
+    const lag = "tenant_registry_cache_invalidation_lag_seconds_count";
+    await expect.poll(async () => delta(before, (await scrape(server.baseUrl)).samples, lag), { timeout: 10_000 }).toBe(1);
+    const after = (await scrape(server.baseUrl)).samples;
+    expect(after.some((s) => s.name === "tenant_registry_cache_entries")).toBe(true);
+    for (const name of ["hits", "misses", "bypassed", "evictions", "invalidations"]) {
+      expect(after.some((s) => s.name === `tenant_registry_cache_${name}_total`), name).toBe(true);
+    }
+  });
+
   it("never labels a series with a tenant id, slug, key or user (bounded cardinality)", async () => {
     const connect = clientFor(TenantRegistryService, server.baseUrl, "connect-json-h1");
     const slug = uniqueSlug("card");
