@@ -52,6 +52,7 @@ export async function runMigrate(args: readonly string[], config: Config, out: O
         out.log(`version ${status.version}${latest ? ` (${latest.name})` : " (empty database)"}`);
         for (const m of status.pending) out.log(`pending ${m.fileName}`);
         for (const m of status.modified) out.log(`modified since applied: ${m.id}_${m.name}`);
+        for (const m of status.ahead) out.log(`applied by a newer release: ${m.id}_${m.name}`);
         return status.modified.length > 0 ? 1 : 0;
       }
       default: {

@@ -23,6 +23,12 @@ export type SchemaStatus = {
   readonly pending: readonly MigrationFile[];
   /** Applied migrations whose file changed since (or vanished): never safe to serve. */
   readonly modified: readonly AppliedMigration[];
+  /**
+   * Applied migrations newer than every file this build has: a newer release's
+   * init container ran them while this one still serves. Forward-only
+   * migrations keep the schema usable by the release before, so this is safe.
+   */
+  readonly ahead: readonly AppliedMigration[];
   readonly current: boolean;
   /** Highest applied migration id, 0 for an empty database. */
   readonly version: number;
@@ -73,12 +79,15 @@ export async function loadMigrationPlan(dir = MIGRATIONS_DIR): Promise<Migration
 
 export function compareSchema(plan: MigrationPlan, applied: readonly AppliedMigration[]): SchemaStatus {
   const appliedIds = new Set(applied.map((m) => m.id));
-  const modified = applied.filter((m) => plan.find((f) => f.id === m.id)?.hash !== m.hash);
+  const newestKnown = Math.max(0, ...plan.map((f) => f.id));
+  const ahead = applied.filter((m) => m.id > newestKnown);
+  const modified = applied.filter((m) => m.id <= newestKnown && plan.find((f) => f.id === m.id)?.hash !== m.hash);
   const pending = plan.filter((f) => !appliedIds.has(f.id)).map(({ hash: _, ...file }) => file);
   return {
     applied,
     pending,
     modified,
+    ahead,
     current: pending.length === 0 && modified.length === 0,
     version: applied.at(-1)?.id ?? 0,
   };
