@@ -21,6 +21,10 @@ import { createApiKeyUsageTracker } from "./service/api-key-usage.js";
 import { createApiKeyVerifier, type ApiKeyVerifier } from "./service/api-key-verifier.js";
 import { createApiKeyHandlers } from "./service/api-keys.js";
 import { createAuditHandlers } from "./service/audit.js";
+import { startAuditHousekeeping } from "./service/audit-chain.js";
+import { createAuditChainHandlers } from "./service/audit-chain-handlers.js";
+import { ephemeralAuditSigner } from "./service/audit-signing-key.js";
+import type { AuditSigner } from "./domain/audit-chain.js";
 import type { ServiceDeps } from "./service/deps.js";
 import { createEntitlementHandlers } from "./service/entitlements.js";
 import { createIdpHandlers } from "./service/idp.js";
@@ -67,6 +71,9 @@ export type AppDeps = {
   readonly cache?: CacheSettings;
   /** Open GET documents served beside /healthz (the dev issuer's discovery and JWKS). */
   readonly openDocuments?: ReadonlyMap<string, unknown>;
+  /** Signs audit checkpoints; a key for this process only unless given (serve loads AUDIT_SIGNING_KEY_FILE). */
+  readonly auditSigner?: AuditSigner;
+  readonly audit?: { readonly checkpointIntervalMs: number; readonly retentionMs: number | undefined };
 };
 
 function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
@@ -117,6 +124,8 @@ export function createApp({
   tracing = TRACING_OFF,
   cache: cacheSettings = DEFAULT_CACHE_SETTINGS,
   openDocuments,
+  auditSigner = ephemeralAuditSigner(),
+  audit = { checkpointIntervalMs: 60 * 60 * 1000, retentionMs: undefined },
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
@@ -140,6 +149,7 @@ export function createApp({
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);
   startMaintenance(deps);
+  startAuditHousekeeping({ ...deps, signer: auditSigner, ...audit });
   const served = [TenantRegistryService, Health, ...(reflection ? REFLECTION_SERVICES : [])];
 
   // REST runs the same implementations through this same interceptor list as the Connect router.
@@ -173,6 +183,7 @@ export function createApp({
     ...createIdpHandlers(deps),
     ...createApiKeyHandlers(deps, verifyKey),
     ...createAuditHandlers(deps),
+    ...createAuditChainHandlers(deps, auditSigner),
   } satisfies ServiceImpl<typeof TenantRegistryService>;
   router.service(TenantRegistryService, implementation);
   const rest = createRestHandler({

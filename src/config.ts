@@ -39,6 +39,14 @@ export type Config = {
   readonly metricsListen: { readonly host: string | undefined; readonly port: number } | undefined;
   readonly tracing: TracingConfig;
   readonly cache: CacheSettings;
+  readonly audit: {
+    /** Ed25519 private key (PKCS#8 PEM) checkpoints are signed with; dev generates one under .data/. */
+    readonly signingKeyFile: string | undefined;
+    /** How often chain heads that moved are signed (and retention runs). */
+    readonly checkpointIntervalMs: number;
+    /** Events older than this are removed (per-tenant settings override it); undefined: kept forever. */
+    readonly retentionMs: number | undefined;
+  };
   /** TLS on the serving port; undefined: plaintext (h2c and HTTP/1.1). */
   readonly tls: TlsConfig | undefined;
 };
@@ -168,6 +176,13 @@ const envSchema = z.object({
     .max(100_000_000, { error: "expected at most 100000000 entries" })
     .default(DEFAULT_CACHE_SETTINGS.maxEntries),
   CACHE_TTL: seconds.prefault(String(DEFAULT_CACHE_SETTINGS.ttlMs / 1000)),
+  AUDIT_SIGNING_KEY_FILE: z.string().optional(),
+  AUDIT_CHECKPOINT_INTERVAL: seconds.prefault("3600"),
+  AUDIT_RETENTION: z
+    .string()
+    .regex(/^[1-9][0-9]*[dhms]$/, { error: 'expected a whole number of days, hours, minutes or seconds, e.g. "365d"' })
+    .transform((v) => Number(v.slice(0, -1)) * { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1_000 }[v.at(-1) as "d" | "h" | "m" | "s"])
+    .optional(),
 });
 
 /** Every variable the service reads (the deploy manifests may name no other). */
@@ -264,5 +279,10 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
       sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG },
     },
     cache: { enabled: e.CACHE === "on", maxEntries: e.CACHE_MAX_ENTRIES, ttlMs: e.CACHE_TTL },
+    audit: {
+      signingKeyFile: e.AUDIT_SIGNING_KEY_FILE,
+      checkpointIntervalMs: e.AUDIT_CHECKPOINT_INTERVAL,
+      retentionMs: e.AUDIT_RETENTION,
+    },
   };
 }

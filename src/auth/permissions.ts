@@ -20,6 +20,8 @@ export const PERMISSIONS = [
   "api_keys:verify",
   "audit:read",
   "audit:write",
+  /** Verify a chain and sign its head: platform admins, and tenant admins for their own tenant. */
+  "audit:verify",
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
@@ -86,6 +88,10 @@ export const RPC_POLICIES: Readonly<Record<string, RpcPolicy>> = {
   RecordAuditEvents: { permission: "audit:write", tenant: none, auditAction: "audit.record" },
   ListAuditEvents: { permission: "audit:read", tenant: tenantId("tenant_id") },
   ExportAuditEvents: { permission: "audit:read", tenant: tenantId("tenant_id") },
+  // An empty tenant_id is the platform chain: only platform principals resolve it.
+  VerifyAuditChain: { permission: "audit:verify", tenant: tenantId("tenant_id") },
+  GetAuditCheckpoint: { permission: "audit:verify", tenant: tenantId("tenant_id") },
+  GetAuditPublicKey: { permission: "audit:read", tenant: none },
 };
 
 const TENANT_VIEWER: readonly Permission[] = ["tenants:read", "projects:read", "entitlements:read", "audit:read"];
@@ -96,6 +102,7 @@ const TENANT_ADMIN: readonly Permission[] = [
   "api_keys:write",
   "idp:read",
   "idp:write",
+  "audit:verify",
 ];
 
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {

@@ -9,6 +9,7 @@ import type { Logger } from "../logger.js";
 import { createMetrics } from "../observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "../observability/tracing.js";
 import { sendMetrics } from "../transport/http-handler.js";
+import { loadAuditSigner } from "../service/audit-signing-key.js";
 import { DEFAULT_LIMITS, listen, type Listening } from "../transport/server.js";
 import { createTlsTermination } from "../transport/tls.js";
 
@@ -20,6 +21,8 @@ export class StartupError extends Error {
 export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>, tracing: Tracing = TRACING_OFF): Promise<void> {
   // Unreadable or mismatched certificate files fail the start before anything else does.
   const tls = config.tls && (await createTlsTermination(config.tls, DEFAULT_LIMITS.firstByteTimeoutMs));
+  // Before the database: a missing key fails start-up at once, naming the variable.
+  const auditSigner = await loadAuditSigner(config.audit.signingKeyFile, config.appEnv);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -70,6 +73,8 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         tracing,
         cache: config.cache,
         ...(devIssuer ? { openDocuments: devIssuer.documents } : {}),
+        auditSigner,
+        audit: { checkpointIntervalMs: config.audit.checkpointIntervalMs, retentionMs: config.audit.retentionMs },
       });
       const server = await listen(app.handler, config.listen, logger, DEFAULT_LIMITS, tls);
       let metricsServer: Listening | undefined;

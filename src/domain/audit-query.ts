@@ -81,6 +81,14 @@ export type AuditEvent = {
   readonly createdAt: Instant;
   readonly externalId: string | null;
   readonly component: string;
+  /** The chain the event belongs to: its tenant's id (kept after the tenant is deleted), or PLATFORM_CHAIN. */
+  readonly chainId: string;
+  /** Position in the chain: 1, 2, 3, … without gaps, in the order the changes committed. */
+  readonly sequence: bigint;
+  /** Lowercase hex SHA-256 of the previous event (or the chain's base). */
+  readonly previousHash: string;
+  /** Lowercase hex SHA-256(previous hash ‖ canonical(event)). */
+  readonly hash: string;
 };
 
 /** Text PostgreSQL can store: no NUL characters, no lone UTF-16 surrogates. */
@@ -314,17 +322,16 @@ export function likePrefixPattern(prefix: string): string {
   return `${prefix.replace(/[\\%_]/g, "\\$&")}%`;
 }
 
-/** Keyset position: the sort key of the last event delivered. */
-export type AuditCursor = { readonly createdAt: Instant; readonly id: string };
+/** Keyset position: the sequence of the last event delivered. */
+export type AuditCursor = { readonly sequence: bigint };
 
 export function cursorOf(event: AuditEvent): AuditCursor {
-  return { createdAt: event.createdAt, id: event.id };
+  return { sequence: event.sequence };
 }
 
 /** A cursor decoded from a client's page token, or null when it is not one this service made. */
 export function parseCursor(parts: readonly (string | number)[]): AuditCursor | null {
-  const [createdAt, id] = parts;
-  if (parts.length !== 2 || typeof createdAt !== "string" || typeof id !== "string") return null;
-  if (!isInstant(createdAt) || !isUuid(id)) return null;
-  return { createdAt, id: id.toLowerCase() };
+  const [sequence] = parts;
+  if (parts.length !== 1 || typeof sequence !== "string" || !/^[1-9][0-9]{0,18}$/.test(sequence)) return null;
+  return { sequence: BigInt(sequence) };
 }

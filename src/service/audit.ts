@@ -101,7 +101,7 @@ export function createAuditHandlers({ db, clock, metrics }: ServiceDeps) {
       const last = page.at(-1);
       return {
         events: page.map(auditEventToProto),
-        nextPageToken: more && last ? encodePageToken([last.createdAt, last.id], filter) : "",
+        nextPageToken: more && last ? encodePageToken([String(last.sequence)], filter) : "",
       };
     },
 

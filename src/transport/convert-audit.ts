@@ -2,8 +2,10 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   AuditActorSchema,
+  AuditCheckpointSchema,
   AuditEventSchema,
   AuditTargetSchema,
+  type AuditCheckpoint as ProtoAuditCheckpoint,
   type AuditEvent as ProtoAuditEvent,
   type AuditEventInput as ProtoAuditEventInput,
 } from "../../gen/breakpilot/tenantregistry/v1/audit_pb.js";
@@ -15,6 +17,12 @@ import {
   type AuditFilterInput,
   type Instant,
 } from "../domain/audit-query.js";
+import {
+  AuditChainProblem,
+  VerifyAuditChainResponseSchema,
+  type VerifyAuditChainResponse,
+} from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { checkpointFromJson, type ChainProblem, type ChainVerdict, type Checkpoint } from "../domain/audit-chain.js";
 
 /** A protobuf Timestamp as an Instant (microseconds); undefined when unset, null when out of range. */
 export function instantFromTimestamp(ts: Timestamp | undefined): Instant | undefined | null {
@@ -87,5 +95,54 @@ export function auditEventToProto(e: AuditEvent): ProtoAuditEvent {
     createdAt: instantToTimestamp(e.createdAt),
     externalId: e.externalId ?? "",
     component: e.component,
+    sequence: e.sequence,
+    hash: e.hash,
+    previousHash: e.previousHash,
+    chainId: e.chainId,
+  });
+}
+
+export function checkpointToProto(c: Checkpoint): ProtoAuditCheckpoint {
+  return create(AuditCheckpointSchema, {
+    chainId: c.chainId,
+    sequence: c.sequence,
+    hash: c.hash,
+    signedAt: instantToTimestamp(c.signedAt),
+    keyId: c.keyId,
+    signature: c.signature,
+  });
+}
+
+/** A checkpoint sent back to be checked; field problems come back as violations, not exceptions. */
+export function checkpointFromProto(c: ProtoAuditCheckpoint): Checkpoint | { readonly problem: string } {
+  const signedAt = instantFromTimestamp(c.signedAt);
+  if (!signedAt) return { problem: "signed_at: is required" };
+  return checkpointFromJson({
+    chain_id: c.chainId.toLowerCase(),
+    sequence: c.sequence.toString(),
+    hash: c.hash.toLowerCase(),
+    signed_at: signedAt,
+    key_id: c.keyId,
+    signature: Buffer.from(c.signature).toString("base64"),
+  });
+}
+
+const PROBLEMS: Record<ChainProblem, AuditChainProblem> = {
+  hash_mismatch: AuditChainProblem.HASH_MISMATCH,
+  gap: AuditChainProblem.GAP,
+  reordered: AuditChainProblem.REORDERED,
+  missing_tail: AuditChainProblem.MISSING_TAIL,
+  bad_signature: AuditChainProblem.BAD_SIGNATURE,
+  checkpoint_mismatch: AuditChainProblem.CHECKPOINT_MISMATCH,
+};
+
+export function verdictToProto(v: ChainVerdict): VerifyAuditChainResponse {
+  return create(VerifyAuditChainResponseSchema, {
+    intact: v.intact,
+    chainId: v.chainId,
+    baseSequence: v.baseSequence,
+    lastSequence: v.lastSequence,
+    eventsChecked: v.eventsChecked,
+    ...(v.intact ? {} : { firstBadSequence: v.firstBadSequence, problem: PROBLEMS[v.problem], detail: v.detail }),
   });
 }

@@ -52,6 +52,9 @@ const MATRIX: Record<string, string> = {
   RecordAuditEvents: "         Y     Y       -       -        -         -",
   ListAuditEvents: "           Y     -       Y       Y        Y         Y",
   ExportAuditEvents: "         Y     -       Y       Y        Y         Y",
+  VerifyAuditChain: "          Y     -       Y       -        Y         -",
+  GetAuditCheckpoint: "        Y     -       Y       -        Y         -",
+  GetAuditPublicKey: "         Y     -       -       -        -         -",
 };
 const allowed = (rpc: string, caller: Caller) => MATRIX[rpc]!.trim().split(/\s+/)[CALLERS.indexOf(caller)] === "Y";
 
@@ -114,6 +117,9 @@ const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<u
       // drain
     }
   },
+  VerifyAuditChain: (c, w) => c.verifyAuditChain({ tenantId: w.tenantId }),
+  GetAuditCheckpoint: (c, w) => c.getAuditCheckpoint({ tenantId: w.tenantId }),
+  GetAuditPublicKey: (c) => c.getAuditPublicKey({}),
 };
 
 let sql: pg.Client;

@@ -87,11 +87,15 @@ async function seedEvents(tenantId: string, count: number, base = new Date("2024
   );
 }
 
-/** Ids of a tenant's events in the order the database sorts them. */
+/**
+ * Ids of a tenant's events in chain order: the sequence the inserting
+ * transactions assigned (commit order), not created_at, which senders may
+ * backdate and which is a transaction's start time.
+ */
 async function idsInOrder(tenantId: string, order: "asc" | "desc"): Promise<string[]> {
   const direction = order === "asc" ? "ASC" : "DESC";
   const { rows } = await sqlClient.query<{ id: string }>(
-    `SELECT id FROM audit_log WHERE tenant_id = $1 ORDER BY created_at ${direction}, id ${direction}`,
+    `SELECT id FROM audit_log WHERE chain_id = $1 ORDER BY seq ${direction}`,
     [tenantId],
   );
   return rows.map((r) => r.id);

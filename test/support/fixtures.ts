@@ -38,7 +38,7 @@ export async function auditEvents(client: pg.Client, where: { tenantId?: string;
             host(source_ip) AS source_ip, fields, is_failure, is_anonymous
      FROM audit_log
      WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR target_id = $2)
-     ORDER BY created_at, id`,
+     ORDER BY chain_id, seq`,
     [where.tenantId ?? null, where.targetId ?? null],
   );
   return rows;

@@ -6,6 +6,7 @@ import { createApp, type App, type AuthSettings } from "../../src/app.js";
 import type { CacheSettings } from "../../src/config.js";
 import { loadMigrationPlan } from "../../src/db/migrations.js";
 import type { DatabasePool } from "../../src/db/pool.js";
+import type { AuditSigner } from "../../src/domain/audit-chain.js";
 import { createLogger } from "../../src/logger.js";
 import { listen } from "../../src/transport/server.js";
 
@@ -30,6 +31,9 @@ export type TestServerOptions = {
   /** A controllable clock, for expiry and grace periods without sleeping. */
   readonly clock?: () => Date;
   readonly cache?: CacheSettings;
+  /** The audit checkpoint key; default: one for this server only. */
+  readonly auditSigner?: AuditSigner;
+  readonly audit?: { readonly checkpointIntervalMs: number; readonly retentionMs: number | undefined };
 };
 
 export async function startTestServer(db: DatabasePool, options: TestServerOptions = {}): Promise<TestServer> {

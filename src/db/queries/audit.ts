@@ -11,24 +11,31 @@ import {
 import type { Db } from "./tenants.js";
 
 /**
- * Appends one event. Takes the connection of the change it records, so both
- * commit together or not at all.
+ * Appends one event to its chain (audit_append in migrations/4_audit_hash_chain.sql
+ * assigns the sequence and hash). Takes the connection of the change it records,
+ * so both commit together or not at all; on a pool it is one atomic statement.
  */
 export async function insertAuditEvent(db: Db, event: AuditEventDraft, context: AuditContext): Promise<void> {
   const actor = context.actor;
   const anonymous = actor.kind === "anonymous";
-  await db.query(sql.unsafe`
-    INSERT INTO audit_log (
-      tenant_id, action, crud, actor_id, actor_name, actor_type, actor_href,
-      target_id, target_name, target_type, source_ip, description, fields, is_failure, is_anonymous
-    ) VALUES (
-      ${event.tenantId}, ${event.action}, ${event.crud},
-      ${anonymous ? null : actor.id}, ${anonymous ? null : actor.name}, ${anonymous ? null : actor.kind},
-      ${anonymous ? null : (actor.href ?? null)},
-      ${event.target.id}, ${event.target.name ?? null}, ${event.target.type},
-      ${context.sourceIp ?? null}::inet, ${event.description ?? ""}, ${sql.jsonb((event.fields ?? {}) as never)},
-      ${event.isFailure ?? false}, ${anonymous}
-    )`);
+  const row = {
+    tenant_id: event.tenantId,
+    action: event.action,
+    crud: event.crud,
+    actor_id: anonymous ? null : actor.id,
+    actor_name: anonymous ? null : actor.name,
+    actor_type: anonymous ? null : actor.kind,
+    actor_href: anonymous ? null : (actor.href ?? null),
+    target_id: event.target.id,
+    target_name: event.target.name ?? null,
+    target_type: event.target.type,
+    source_ip: context.sourceIp ?? null,
+    description: event.description ?? "",
+    fields: (event.fields ?? {}) as Record<string, never>,
+    is_failure: event.isFailure ?? false,
+    is_anonymous: anonymous,
+  };
+  await db.query(sql.unsafe`SELECT audit_append(${sql.jsonb([row])})`);
 }
 
 // ---- Events reported by sibling services, and the audit-log reads ----
@@ -70,28 +77,9 @@ export async function insertAuditEvents(db: Db, events: readonly NewAuditEvent[]
     external_id: e.externalId,
     component: e.component,
   }));
-  // WITH ORDINALITY keeps the batch's order, so the first of two equal external ids wins.
+  // audit_append keeps the batch's order within each chain; the first of two equal external ids wins.
   const recorded = await db.oneFirst(sql.type(z.object({ recorded: z.number().int() }))`
-    WITH inserted AS (
-      INSERT INTO audit_log (
-        tenant_id, action, crud, actor_id, actor_name, actor_type, actor_href,
-        target_id, target_name, target_type, source_ip, description, fields,
-        is_failure, is_anonymous, created_at, external_id, component
-      )
-      SELECT x.tenant_id, x.action, x.crud, x.actor_id, x.actor_name, x.actor_type, x.actor_href,
-             x.target_id, x.target_name, x.target_type, x.source_ip, x.description, x.fields,
-             x.is_failure, x.is_anonymous, x.created_at, x.external_id, x.component
-      FROM jsonb_array_elements(${sql.jsonb(rows)}) WITH ORDINALITY AS e(value, n)
-      CROSS JOIN LATERAL jsonb_to_record(e.value) AS x(
-        tenant_id uuid, action text, crud text, actor_id text, actor_name text, actor_type text, actor_href text,
-        target_id text, target_name text, target_type text, source_ip inet, description text, fields jsonb,
-        is_failure boolean, is_anonymous boolean, created_at timestamptz, external_id text, component text
-      )
-      ORDER BY e.n
-      ON CONFLICT (component, external_id) DO NOTHING
-      RETURNING 1
-    )
-    SELECT count(*)::int AS recorded FROM inserted`);
+    SELECT audit_append(${sql.jsonb(rows)}) AS recorded`);
   return { recorded, duplicates: events.length - recorded };
 }
 
@@ -115,6 +103,10 @@ const auditEventRow = z.object({
   created_at_utc: z.string(),
   external_id: z.string().nullable(),
   component: z.string(),
+  chain_id: z.guid(),
+  sequence: z.string().regex(/^[1-9][0-9]*$/),
+  prev_hash: z.string().regex(/^[0-9a-f]{64}$/),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
 function toAuditEvent(row: z.infer<typeof auditEventRow>): AuditEvent {
@@ -137,21 +129,26 @@ function toAuditEvent(row: z.infer<typeof auditEventRow>): AuditEvent {
     createdAt: row.created_at_utc,
     externalId: row.external_id,
     component: row.component,
+    chainId: row.chain_id,
+    sequence: BigInt(row.sequence),
+    previousHash: row.prev_hash,
+    hash: row.hash,
   };
 }
 
 // created_at as an exact Instant: a Date would drop the microseconds the keyset needs.
-// (Named apart from created_at so ORDER BY created_at sorts by the column, not the text.)
+// (Named apart from created_at and seq so ORDER BY sorts by the columns, not the text.)
 const selectAuditEvent = sql.fragment`
   SELECT id, tenant_id, action, crud, actor_id, actor_name, actor_type, actor_href,
          target_id, target_name, target_type, host(source_ip) AS source_ip, description, fields,
          is_failure, is_anonymous,
          to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at_utc,
-         external_id, component
+         external_id, component, chain_id, seq::text AS sequence,
+         encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash
   FROM audit_log`;
 
 function filterConditions(filter: AuditFilter) {
-  const conditions = [sql.fragment`tenant_id = ${filter.tenantId}`];
+  const conditions = [sql.fragment`chain_id = ${filter.tenantId}`];
   if (filter.action && "exact" in filter.action) conditions.push(sql.fragment`action = ${filter.action.exact}`);
   if (filter.action && "prefix" in filter.action) {
     conditions.push(sql.fragment`action LIKE ${likePrefixPattern(filter.action.prefix)} ESCAPE ${"\\"}`);
@@ -167,9 +164,10 @@ function filterConditions(filter: AuditFilter) {
 }
 
 /**
- * One keyset page of a tenant's events matching `filter`: newest first for
- * lists, oldest first for exports; `after` is the last event already delivered.
- * Served by audit_log_tenant_id_created_at_idx (forwards or backwards).
+ * One keyset page of a tenant's events matching `filter`, in chain order (the
+ * order the changes committed): newest first for lists, oldest first for
+ * exports; `after` is the sequence of the last event already delivered.
+ * Served by audit_log_chain_id_seq_key (forwards or backwards).
  */
 export async function listAuditEvents(
   db: Db,
@@ -181,13 +179,9 @@ export async function listAuditEvents(
   const conditions = filterConditions(filter);
   const newestFirst = order === "newest_first";
   if (after) {
-    conditions.push(
-      newestFirst
-        ? sql.fragment`(created_at, id) < (${after.createdAt}::timestamptz, ${after.id}::uuid)`
-        : sql.fragment`(created_at, id) > (${after.createdAt}::timestamptz, ${after.id}::uuid)`,
-    );
+    conditions.push(newestFirst ? sql.fragment`seq < ${after.sequence}` : sql.fragment`seq > ${after.sequence}`);
   }
-  const orderBy = newestFirst ? sql.fragment`created_at DESC, id DESC` : sql.fragment`created_at ASC, id ASC`;
+  const orderBy = newestFirst ? sql.fragment`seq DESC` : sql.fragment`seq ASC`;
   const rows = await db.any(sql.type(auditEventRow)`
     ${selectAuditEvent}
     WHERE ${sql.join(conditions, sql.fragment` AND `)}

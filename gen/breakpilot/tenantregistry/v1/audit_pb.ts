@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file breakpilot/tenantregistry/v1/audit.proto.
  */
 export const file_breakpilot_tenantregistry_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("CihicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL2F1ZGl0LnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIkIKCkF1ZGl0QWN0b3ISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEgwKBGhyZWYYBCABKAkiNQoLQXVkaXRUYXJnZXQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJIpADCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDAoEY3J1ZBgEIAEoCRI3CgVhY3RvchgFIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBiABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgHIAEoCRITCgtkZXNjcmlwdGlvbhgIIAEoCRInCgZmaWVsZHMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCiABKAgSFAoMaXNfYW5vbnltb3VzGAsgASgIEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGA0gASgJEhEKCWNvbXBvbmVudBgOIAEoCSKGAwoPQXVkaXRFdmVudElucHV0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZhY3Rpb24YAiABKAkSDAoEY3J1ZBgDIAEoCRI3CgVhY3RvchgEIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBSABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgGIAEoCRITCgtkZXNjcmlwdGlvbhgHIAEoCRInCgZmaWVsZHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCSABKAgSFAoMaXNfYW5vbnltb3VzGAogASgIEisKB2NyZWF0ZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGAwgASgJEhEKCWNvbXBvbmVudBgNIAEoCWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CihicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL2F1ZGl0LnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIkIKCkF1ZGl0QWN0b3ISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEgwKBGhyZWYYBCABKAkiNQoLQXVkaXRUYXJnZXQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJItkDCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDAoEY3J1ZBgEIAEoCRI3CgVhY3RvchgFIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBiABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgHIAEoCRITCgtkZXNjcmlwdGlvbhgIIAEoCRInCgZmaWVsZHMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCiABKAgSFAoMaXNfYW5vbnltb3VzGAsgASgIEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGA0gASgJEhEKCWNvbXBvbmVudBgOIAEoCRIQCghzZXF1ZW5jZRgPIAEoAxIMCgRoYXNoGBAgASgJEhUKDXByZXZpb3VzX2hhc2gYESABKAkSEAoIY2hhaW5faWQYEiABKAkilQEKD0F1ZGl0Q2hlY2twb2ludBIQCghjaGFpbl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgRoYXNoGAMgASgJEi0KCXNpZ25lZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGa2V5X2lkGAUgASgJEhEKCXNpZ25hdHVyZRgGIAEoDCKGAwoPQXVkaXRFdmVudElucHV0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZhY3Rpb24YAiABKAkSDAoEY3J1ZBgDIAEoCRI3CgVhY3RvchgEIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBSABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgGIAEoCRITCgtkZXNjcmlwdGlvbhgHIAEoCRInCgZmaWVsZHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCSABKAgSFAoMaXNfYW5vbnltb3VzGAogASgIEisKB2NyZWF0ZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGAwgASgJEhEKCWNvbXBvbmVudBgNIAEoCWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Who did it (Retraced: actor).
@@ -166,6 +166,36 @@ export type AuditEvent = Message<"breakpilot.tenantregistry.v1.AuditEvent"> & {
    * @generated from field: string component = 14;
    */
   component: string;
+
+  /**
+   * Position in its chain (the tenant's, or the platform chain): 1, 2, 3, … without
+   * gaps, in the order the changes committed.
+   *
+   * @generated from field: int64 sequence = 15;
+   */
+  sequence: bigint;
+
+  /**
+   * Lowercase hex SHA-256(previous_hash bytes ‖ canonical form); see the README.
+   *
+   * @generated from field: string hash = 16;
+   */
+  hash: string;
+
+  /**
+   * Lowercase hex hash of the event before (or the chain's base: 64 zeros at genesis).
+   *
+   * @generated from field: string previous_hash = 17;
+   */
+  previousHash: string;
+
+  /**
+   * The chain: the tenant id, also after the tenant is deleted; the nil UUID for
+   * the platform chain.
+   *
+   * @generated from field: string chain_id = 18;
+   */
+  chainId: string;
 };
 
 /**
@@ -174,6 +204,59 @@ export type AuditEvent = Message<"breakpilot.tenantregistry.v1.AuditEvent"> & {
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
   messageDesc(file_breakpilot_tenantregistry_v1_audit, 2);
+
+/**
+ * A signed chain head: nothing up to `sequence` was removed or changed while
+ * the chain still ends in `hash`. Signed with Ed25519 over the text
+ * "tenant-registry-audit-checkpoint-v1\n<chain_id>\n<sequence>\n<hash>\n<signed_at>\n"
+ * (signed_at as RFC 3339 UTC with six fractional digits).
+ *
+ * @generated from message breakpilot.tenantregistry.v1.AuditCheckpoint
+ */
+export type AuditCheckpoint = Message<"breakpilot.tenantregistry.v1.AuditCheckpoint"> & {
+  /**
+   * The tenant id, or the nil UUID for the platform chain.
+   *
+   * @generated from field: string chain_id = 1;
+   */
+  chainId: string;
+
+  /**
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * Lowercase hex.
+   *
+   * @generated from field: string hash = 3;
+   */
+  hash: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp signed_at = 4;
+   */
+  signedAt?: Timestamp | undefined;
+
+  /**
+   * First 16 hex digits of SHA-256 of the raw 32-byte public key.
+   *
+   * @generated from field: string key_id = 5;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: bytes signature = 6;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.AuditCheckpoint.
+ * Use `create(AuditCheckpointSchema)` to create a new message.
+ */
+export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_audit, 3);
 
 /**
  * An event reported by a sibling service.
@@ -256,5 +339,5 @@ export type AuditEventInput = Message<"breakpilot.tenantregistry.v1.AuditEventIn
  * Use `create(AuditEventInputSchema)` to create a new message.
  */
 export const AuditEventInputSchema: GenMessage<AuditEventInput> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_audit, 3);
+  messageDesc(file_breakpilot_tenantregistry_v1_audit, 4);
 
