@@ -1,6 +1,7 @@
 import { execFile, spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -39,7 +40,13 @@ async function fresh(migrate = false): Promise<TestDatabase> {
   return db;
 }
 
+/** Stage and prod sign audit checkpoints with a key they are given, never one they make up. */
+let signingKeyFile: string;
+
 beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tenant-registry-key-"));
+  signingKeyFile = join(dir, "audit-signing-key.pem");
+  await writeFile(signingKeyFile, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }));
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first (make test does)`);
   // These tests run the built CLI: a build older than the sources would test old code.
   // The build is incremental (unchanged outputs keep their times): its stamp says when it last ran.
@@ -157,9 +164,18 @@ describe("tenant-registry serve", () => {
     expect(result.stderr).toContain("APP_ENV: expected one of dev, stage, prod");
   });
 
-  it("refuses to serve in prod with pending migrations and says why", async () => {
+  it("refuses to serve in prod without an audit signing key, naming the variable", async () => {
     const db = await fresh();
     const result = await cli(["serve"], { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("AUDIT_SIGNING_KEY_FILE: required when APP_ENV=prod");
+  });
+
+  it("refuses to serve in prod with pending migrations and says why", async () => {
+    const db = await fresh();
+    const result = await cli(["serve"], {
+      APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER, AUDIT_SIGNING_KEY_FILE: signingKeyFile,
+    });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/refusing to serve: \d+ pending migration\(s\): 1_init\.sql, 2_api_surface\.sql/);
   });
@@ -168,7 +184,10 @@ describe("tenant-registry serve", () => {
     const db = await fresh();
     const child = spawn(process.execPath, [MAIN, "serve"], {
       cwd: PACKAGE_ROOT,
-      env: { PATH: process.env["PATH"] ?? "", APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", MIGRATE_ON_START: "true", KEYCLOAK_ISSUER: ISSUER },
+      env: {
+        PATH: process.env["PATH"] ?? "", APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", MIGRATE_ON_START: "true",
+        KEYCLOAK_ISSUER: ISSUER, AUDIT_SIGNING_KEY_FILE: signingKeyFile,
+      },
     });
     let out = "";
     child.stdout.on("data", (chunk) => (out += String(chunk)));

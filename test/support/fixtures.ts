@@ -31,14 +31,14 @@ export async function insertTenant(
   return tenant;
 }
 
-/** The audit events of a tenant (or of a target), oldest first, for assertions. */
+/** The audit events of a tenant (or of a target), oldest first (within a chain: in sequence), for assertions. */
 export async function auditEvents(client: pg.Client, where: { tenantId?: string; targetId?: string }) {
   const { rows } = await client.query(
     `SELECT action, crud, tenant_id, actor_id, actor_type, target_id, target_name, target_type,
             host(source_ip) AS source_ip, fields, is_failure, is_anonymous
      FROM audit_log
      WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR target_id = $2)
-     ORDER BY chain_id, seq`,
+     ORDER BY created_at, chain_id, seq`,
     [where.tenantId ?? null, where.targetId ?? null],
   );
   return rows;
