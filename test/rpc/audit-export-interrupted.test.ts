@@ -15,8 +15,10 @@ beforeAll(async () => {
   sql = await db.client();
   tenantId = (await insertTenant(sql)).id;
   await sql.query(
-    `INSERT INTO audit_log (tenant_id, action, crud, actor_id, created_at)
-     SELECT $1, 'report.view', 'r', 'u-' || n, now() - (n || ' seconds')::interval FROM generate_series(1, 20000) AS n`,
+    // audit_append: the chain's bulk writer (a plain INSERT chains row by row, far slower for 20,000).
+    `SELECT audit_append(jsonb_agg(jsonb_build_object('tenant_id', $1::text, 'action', 'report.view', 'crud', 'r',
+       'actor_id', 'u-' || n, 'created_at', now() - (n || ' seconds')::interval) ORDER BY n))
+     FROM generate_series(1, 20000) AS n`,
     [tenantId],
   );
 });
