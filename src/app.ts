@@ -33,6 +33,7 @@ import { createProjectHandlers } from "./service/projects.js";
 import { createTenantHandlers } from "./service/tenants.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "./observability/tracing.js";
+import { createClientFaultGate, strictUtf8Decoder } from "./transport/client-faults.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
 import { createHttpHandler } from "./transport/http-handler.js";
@@ -167,10 +168,13 @@ export function createApp({
     }),
   ];
   // Emit zero values too: REST and JSON clients see every field, e.g. "products": [].
-  const jsonOptions = { alwaysEmitImplicit: true };
+  // connect-es reads `textDecoder` from the JSON options (its JsonSerializationOptions)
+  // although the router's type does not list it: a named object passes it through.
+  const jsonOptions = { alwaysEmitImplicit: true, textDecoder: strictUtf8Decoder() };
   const router = createConnectRouter({
     interceptors,
     jsonOptions,
+    requestGate: createClientFaultGate(logger),
     readMaxBytes: 4 * 1024 * 1024,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,

@@ -49,6 +49,8 @@ export type RestOptions = {
 };
 
 export type RestHandler = (req: NodeRequest, res: NodeResponse, contextValues: ContextValues) => Promise<boolean>;
+// Invalid bytes are refused, not stored as U+FFFD.
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * REST paths from the `google.api.http` annotations, compiled at start-up
@@ -259,7 +261,12 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
     if (size > MAX_BODY_BYTES) throw new RestInputError(`request body exceeds ${MAX_BODY_BYTES} bytes`);
     chunks.push(chunk);
   }
-  const text = (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString("utf8").trim();
+  let text: string;
+  try {
+    text = STRICT_UTF8.decode(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).trim();
+  } catch {
+    throw new Error("request body is not valid UTF-8");
+  }
   if (text === "") return {};
   try {
     return JSON.parse(text) as JsonValue;

@@ -1,0 +1,59 @@
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { Logger } from "../logger.js";
+
+// connect-es labels these failures to read the caller's bytes Internal, on every
+// protocol: undecodable protobuf ("parse binary: illegal tag …", truncation,
+// recursion depth), a compressed envelope without an encoding, a gzip/brotli
+// stream that does not inflate. They are the client's fault.
+const CLIENT_FAULT = /^(parse binary:|received compressed envelope|decompression failed)/;
+
+/**
+ * A request gate (it runs before the body is read) that reclassifies those
+ * failures as InvalidArgument before connect-es serialises them, and writes
+ * their access-log line: they fail before any interceptor sees the call.
+ *
+ * connect-es aborts the call's context with the error just before it turns the
+ * error into a status; the abort listener runs synchronously in between, which
+ * is the one seam the library leaves for this. The fuzz test pins it down.
+ */
+export function createClientFaultGate(logger: Logger): (context: HandlerContext) => void {
+  return (context) => {
+    const started = performance.now();
+    context.signal.addEventListener(
+      "abort",
+      () => {
+        const reason: unknown = context.signal.reason;
+        if (!(reason instanceof ConnectError) || reason.code !== Code.Internal || !CLIENT_FAULT.test(reason.rawMessage)) return;
+        (reason as { code: Code }).code = Code.InvalidArgument;
+        logger.info(
+          {
+            procedure: `${context.service.typeName}/${context.method.name}`,
+            code: Code[Code.InvalidArgument],
+            ms: Math.round((performance.now() - started) * 100) / 100,
+            requestId: context.requestHeader.get("x-request-id")?.slice(0, 128),
+            reason: "undecodable request body",
+          },
+          "rpc",
+        );
+      },
+      { once: true },
+    );
+  };
+}
+
+/**
+ * A strict UTF-8 decoder for JSON request bodies: connect-es would otherwise
+ * decode invalid bytes to U+FFFD and store them silently.
+ */
+export function strictUtf8Decoder(): { decode(data: Uint8Array): string } {
+  const fatal = new TextDecoder("utf-8", { fatal: true });
+  return {
+    decode(data) {
+      try {
+        return fatal.decode(data);
+      } catch {
+        throw new ConnectError("request body is not valid UTF-8", Code.InvalidArgument);
+      }
+    },
+  };
+}
