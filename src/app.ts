@@ -98,7 +98,12 @@ export type App = {
   readonly handler: RequestHandler;
   readonly metrics: Metrics;
   readonly readiness: Readiness;
-  /** Ends long-lived streams and stops timers, so a graceful shutdown completes. */
+  /**
+   * The drain begins: streams that would never end by themselves (health Watch)
+   * end now; calls with an answer coming keep running.
+   */
+  beginDrain(): void;
+  /** Ends the calls still running (Unavailable) and stops timers, so a graceful shutdown completes. */
   beginShutdown(): void;
   /** After the listener has closed: writes what is still pending (API-key usage), closes the change listener. */
   drain(): Promise<void>;
@@ -130,6 +135,7 @@ export function createApp({
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
+  const drain = new AbortController();
   const readiness: Readiness = cachedReadiness({
     async check() {
       try {
@@ -197,7 +203,7 @@ export function createApp({
     shutdownSignal: shutdown.signal,
     logger,
   });
-  registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], shutdown.signal);
+  registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], AbortSignal.any([drain.signal, shutdown.signal]));
   if (reflection) registerReflection(router, registryOf(served), served);
 
   return {
@@ -211,6 +217,7 @@ export function createApp({
     }),
     metrics,
     readiness,
+    beginDrain: () => drain.abort(),
     // Calls still running see Unavailable ("retry elsewhere"), not a bare abort.
     beginShutdown: () => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)),
     // Uses noted while draining would otherwise be lost with the process.

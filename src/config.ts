@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { cidrProblem } from "./auth/client-address.js";
+import { DEFAULT_LIMITS, type ServerLimits } from "./transport/server.js";
 
 /**
  * The service's configuration, parsed once from the environment at the edge.
@@ -49,6 +50,8 @@ export type Config = {
   };
   /** TLS on the serving port; undefined: plaintext (h2c and HTTP/1.1). */
   readonly tls: TlsConfig | undefined;
+  /** Connection caps, timeouts and HTTP/2 limits of the listener (README: Robustness). */
+  readonly server: ServerLimits;
 };
 
 export type TlsConfig = {
@@ -105,7 +108,34 @@ const seconds = z.coerce
   .positive({ error: "expected a positive number of seconds" })
   .transform((s) => Math.round(s * 1000));
 
+const wholeNumber = (atLeast: number) =>
+  z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(atLeast, { error: `expected at least ${atLeast}` });
+
+const secondsOrOff = z.coerce
+  .number({ error: "expected a number of seconds" })
+  .min(0, { error: "expected 0 (off) or a positive number of seconds" })
+  .transform((s) => Math.round(s * 1000));
+
+const d = DEFAULT_LIMITS;
+const listenerSchema = {
+  MAX_CONNECTIONS: wholeNumber(1).default(d.maxConnections),
+  MAX_CONNECTIONS_PER_ADDRESS: wholeNumber(1).default(d.maxConnectionsPerAddress),
+  ABUSE_COOLDOWN: secondsOrOff.prefault(String(d.abuseCooldownMs / 1000)),
+  FIRST_BYTE_TIMEOUT: seconds.prefault(String(d.firstByteTimeoutMs / 1000)),
+  HEADERS_TIMEOUT: seconds.prefault(String(d.headersTimeoutMs / 1000)),
+  REQUEST_TIMEOUT: seconds.prefault(String(d.requestTimeoutMs / 1000)),
+  KEEP_ALIVE_TIMEOUT: seconds.prefault(String(d.keepAliveTimeoutMs / 1000)),
+  MAX_HEADER_BYTES: wholeNumber(1024).default(d.maxHeaderBytes),
+  H2_FIRST_STREAM_TIMEOUT: seconds.prefault(String(d.firstStreamTimeoutMs / 1000)),
+  H2_IDLE_TIMEOUT: seconds.prefault(String(d.idleSessionTimeoutMs / 1000)),
+  H2_MAX_CONCURRENT_STREAMS: wholeNumber(1).default(d.maxConcurrentStreams),
+  H2_MAX_SESSION_MEMORY_MB: wholeNumber(1).default(d.maxSessionMemoryMb),
+  H2_RESET_BURST: wholeNumber(1).default(d.resetBurst),
+  H2_RESET_RATE: wholeNumber(1).default(d.resetRatePerSec),
+};
+
 const envSchema = z.object({
+  ...listenerSchema,
   APP_ENV: z.enum(["dev", "stage", "prod"], { error: "expected one of dev, stage, prod" }).default("dev"),
   ADDR: z.string().optional(),
   KEYCLOAK_ISSUER: z
@@ -283,6 +313,22 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
       signingKeyFile: e.AUDIT_SIGNING_KEY_FILE,
       checkpointIntervalMs: e.AUDIT_CHECKPOINT_INTERVAL,
       retentionMs: e.AUDIT_RETENTION,
+    },
+    server: {
+      maxConnections: e.MAX_CONNECTIONS,
+      maxConnectionsPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS,
+      abuseCooldownMs: e.ABUSE_COOLDOWN,
+      firstByteTimeoutMs: e.FIRST_BYTE_TIMEOUT,
+      headersTimeoutMs: e.HEADERS_TIMEOUT,
+      requestTimeoutMs: e.REQUEST_TIMEOUT,
+      keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT,
+      maxHeaderBytes: e.MAX_HEADER_BYTES,
+      firstStreamTimeoutMs: e.H2_FIRST_STREAM_TIMEOUT,
+      idleSessionTimeoutMs: e.H2_IDLE_TIMEOUT,
+      maxConcurrentStreams: e.H2_MAX_CONCURRENT_STREAMS,
+      maxSessionMemoryMb: e.H2_MAX_SESSION_MEMORY_MB,
+      resetBurst: e.H2_RESET_BURST,
+      resetRatePerSec: e.H2_RESET_RATE,
     },
   };
 }

@@ -10,7 +10,7 @@ import { createMetrics } from "../observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "../observability/tracing.js";
 import { sendMetrics } from "../transport/http-handler.js";
 import { loadAuditSigner } from "../service/audit-signing-key.js";
-import { DEFAULT_LIMITS, listen, type Listening } from "../transport/server.js";
+import { listen, type Listening } from "../transport/server.js";
 import { createTlsTermination } from "../transport/tls.js";
 
 export class StartupError extends Error {
@@ -20,7 +20,7 @@ export class StartupError extends Error {
 /** serve: database (embedded in dev), migrations per MIGRATE_ON_START, the one port, graceful stop. */
 export async function serve(config: Config, logger: Logger, stopSignal: Promise<string>, tracing: Tracing = TRACING_OFF): Promise<void> {
   // Unreadable or mismatched certificate files fail the start before anything else does.
-  const tls = config.tls && (await createTlsTermination(config.tls, DEFAULT_LIMITS.firstByteTimeoutMs));
+  const tls = config.tls && (await createTlsTermination(config.tls, config.server.firstByteTimeoutMs));
   // Before the database: a missing key fails start-up at once, naming the variable.
   const auditSigner = await loadAuditSigner(config.audit.signingKeyFile, config.appEnv);
   let embedded: EmbeddedDatabase | undefined;
@@ -76,7 +76,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         auditSigner,
         audit: { checkpointIntervalMs: config.audit.checkpointIntervalMs, retentionMs: config.audit.retentionMs },
       });
-      const server = await listen(app.handler, config.listen, logger, DEFAULT_LIMITS, tls);
+      const server = await listen(app.handler, config.listen, logger, config.server, tls);
       let metricsServer: Listening | undefined;
       if (config.metricsListen) {
         // Only /metrics: a scrape port kept off the API's network path.
@@ -95,9 +95,15 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
         );
       }
       const signal = await stopSignal;
-      logger.info({ signal }, "shutting down: draining in-flight calls");
+      logger.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down: draining in-flight calls");
+      app.beginDrain();
+      await server.close(config.shutdownGraceMs, {
+        onGraceOver: () => {
+          logger.warn("grace period over: ending the calls still running with Unavailable");
+          app.beginShutdown();
+        },
+      });
       app.beginShutdown();
-      await server.close(config.shutdownGraceMs);
       await app.drain();
       await metricsServer?.close(1_000);
       // The spans of the last calls, before the process goes.

@@ -57,3 +57,26 @@ export function strictUtf8Decoder(): { decode(data: Uint8Array): string } {
     },
   };
 }
+
+// Write failures that mean the client went away or reset the stream (h2
+// RST_STREAM, a closed socket): the client's doing, not an error of ours.
+const CLIENT_GONE_CODES = new Set([
+  "ECANCELED",
+  "ECONNRESET",
+  "EPIPE",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_WRITE_AFTER_END",
+  "ERR_HTTP2_INVALID_STREAM",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ERR_HTTP2_STREAM_CANCEL",
+]);
+
+/** Whether a failure to write a response is the client's (it left, or reset the stream). */
+export function isClientGone(error: unknown, res: { destroyed: boolean }): boolean {
+  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && CLIENT_GONE_CODES.has(code)) return true;
+  }
+  return res.destroyed;
+}

@@ -6,6 +6,7 @@ import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from
 import type { Registry } from "prom-client";
 import openApiDocument from "../../gen/openapi.json" with { type: "json" };
 import type { Logger } from "../logger.js";
+import { isClientGone } from "./client-faults.js";
 import { peerAddressKey } from "./context.js";
 import type { Readiness } from "./health.js";
 import { sendJson, type RestHandler } from "./rest.js";
@@ -43,7 +44,8 @@ export function createHttpHandler(options: {
       rpc(uReq)
         .then((uRes) => universalResponseToNodeResponse(uRes, res))
         .catch((error: unknown) => {
-          if (ConnectError.from(error).code !== Code.Aborted) logger.error({ err: error, path }, "rpc transport failure");
+          if (ConnectError.from(error).code === Code.Aborted || isClientGone(error, res)) logger.debug({ code: (error as NodeJS.ErrnoException)?.code, path }, "rpc transport: the client went away");
+          else logger.error({ err: error, path }, "rpc transport failure");
         });
       return;
     }

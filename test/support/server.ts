@@ -8,7 +8,7 @@ import { loadMigrationPlan } from "../../src/db/migrations.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import type { AuditSigner } from "../../src/domain/audit-chain.js";
 import { createLogger } from "../../src/logger.js";
-import { listen } from "../../src/transport/server.js";
+import { listen, type ServerLimits } from "../../src/transport/server.js";
 
 export type TestServer = {
   readonly baseUrl: string;
@@ -34,6 +34,10 @@ export type TestServerOptions = {
   /** The audit checkpoint key; default: one for this server only. */
   readonly auditSigner?: AuditSigner;
   readonly audit?: { readonly checkpointIntervalMs: number; readonly retentionMs: number | undefined };
+  /** The listener's limits (default: the production defaults). */
+  readonly limits?: ServerLimits;
+  /** How long close() lets calls finish (default 2 s). */
+  readonly graceMs?: number;
 };
 
 export async function startTestServer(db: DatabasePool, options: TestServerOptions = {}): Promise<TestServer> {
@@ -45,10 +49,11 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
     },
   });
   const logger = createLogger("debug", sink);
-  const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), ...options });
+  const { limits, graceMs: _graceMs, ...appOptions } = options;
+  const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), ...appOptions });
   // Tests start with the cache in use: it serves only once its change listener is connected.
   await app.changes.whenConnected(10_000);
-  const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger);
+  const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger, limits);
   return {
     baseUrl: `http://127.0.0.1:${server.port}`,
     port: server.port,
@@ -58,8 +63,9 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
     logText: () => raw.join(""),
     app,
     async close() {
+      app.beginDrain();
+      await server.close(options.graceMs ?? 2_000, { onGraceOver: () => app.beginShutdown() });
       app.beginShutdown();
-      await server.close(2_000);
       await app.drain();
     },
   };

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseListenAddress } from "../../src/config.js";
+import { DEFAULT_LIMITS } from "../../src/transport/server.js";
 
 describe("configuration from the environment", () => {
   it("has dev defaults that run on a fresh machine", () => {
@@ -98,5 +99,35 @@ describe("configuration from the environment", () => {
     ["localhost:80", { host: "localhost", port: 80 }],
   ])("parses ADDR %j", (addr, expected) => {
     expect(parseListenAddress(addr)).toEqual(expected);
+  });
+});
+
+describe("listener limits", () => {
+  it("default to the documented values and are set by their env vars", () => {
+    expect(loadConfig({}).server).toEqual(DEFAULT_LIMITS);
+    const set = loadConfig({
+      MAX_CONNECTIONS: "50",
+      MAX_CONNECTIONS_PER_ADDRESS: "5",
+      ABUSE_COOLDOWN: "0",
+      H2_FIRST_STREAM_TIMEOUT: "2.5",
+      H2_RESET_BURST: "10",
+      H2_RESET_RATE: "3",
+      H2_MAX_SESSION_MEMORY_MB: "256",
+    }).server;
+    expect(set).toMatchObject({
+      maxConnections: 50,
+      maxConnectionsPerAddress: 5,
+      abuseCooldownMs: 0,
+      firstStreamTimeoutMs: 2_500,
+      resetBurst: 10,
+      resetRatePerSec: 3,
+      maxSessionMemoryMb: 256,
+    });
+  });
+
+  it("refuse nonsense, naming the variable", () => {
+    expect(() => loadConfig({ MAX_CONNECTIONS: "0" })).toThrow(/MAX_CONNECTIONS: expected at least 1/);
+    expect(() => loadConfig({ H2_RESET_RATE: "lots" })).toThrow(/H2_RESET_RATE: expected a whole number/);
+    expect(() => loadConfig({ H2_IDLE_TIMEOUT: "-1" })).toThrow(/H2_IDLE_TIMEOUT/);
   });
 });
