@@ -1,4 +1,4 @@
-import { createApp } from "../app.js";
+import { createApp, type App } from "../app.js";
 import { devIssuerSettings, loadDevIssuer } from "../auth/dev-issuer.js";
 import type { Config } from "../config.js";
 import type { EmbeddedDatabase } from "../db/embedded.js";
@@ -15,6 +15,25 @@ import { createTlsTermination } from "../transport/tls.js";
 
 export class StartupError extends Error {
   override readonly name = "StartupError";
+}
+
+/**
+ * The drain sequence (README: Robustness): the listener stops accepting, sends
+ * GOAWAY and `Connection: close`; never-ending streams (health Watch) end; calls
+ * in flight get `graceMs`; whatever still runs then ends with Unavailable, and
+ * pending writes (API-key usage) are flushed.
+ */
+export async function drainAndStop(app: App, server: Listening, graceMs: number, logger: Logger): Promise<void> {
+  const closing = server.close(graceMs, {
+    onGraceOver: () => {
+      logger.warn("grace period over: ending the calls still running with Unavailable");
+      app.beginShutdown();
+    },
+  });
+  app.beginDrain();
+  await closing;
+  app.beginShutdown();
+  await app.drain();
 }
 
 /** serve: database (embedded in dev), migrations per MIGRATE_ON_START, the one port, graceful stop. */
@@ -96,15 +115,7 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
       }
       const signal = await stopSignal;
       logger.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down: draining in-flight calls");
-      app.beginDrain();
-      await server.close(config.shutdownGraceMs, {
-        onGraceOver: () => {
-          logger.warn("grace period over: ending the calls still running with Unavailable");
-          app.beginShutdown();
-        },
-      });
-      app.beginShutdown();
-      await app.drain();
+      await drainAndStop(app, server, config.shutdownGraceMs, logger);
       await metricsServer?.close(1_000);
       // The spans of the last calls, before the process goes.
       await tracing.shutdown().catch((error: unknown) => logger.warn({ err: error }, "could not flush the last spans"));

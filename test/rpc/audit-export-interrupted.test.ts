@@ -25,22 +25,43 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 describe("an export cut short", () => {
-  it("ends with an error, never as a complete-looking stream, when the server shuts down mid-export", async () => {
-    const server = await startTestServer(await db.pool());
+  it("an export running when the drain begins gets the grace period and completes", async () => {
+    const server = await startTestServer(await db.pool(), { graceMs: 20_000 });
     const client = clientFor(TenantRegistryService, server.baseUrl, "grpc");
     let received = 0;
     let closing: Promise<void> | undefined;
+    for await (const _ of client.exportAuditEvents({ tenantId })) {
+      received++;
+      if (received === 100) closing = server.close(); // the server begins its graceful shutdown
+    }
+    expect(received).toBe(20_000);
+    await closing;
+  });
+
+  it("past the grace period it ends with Unavailable, never as a complete-looking stream", async () => {
+    const graceMs = 300;
+    const server = await startTestServer(await db.pool(), { graceMs });
+    const client = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+    let received = 0;
+    let closing: Promise<void> | undefined;
+    let closeBegan = 0;
     const outcome = await (async () => {
       for await (const _ of client.exportAuditEvents({ tenantId })) {
         received++;
-        if (received === 100) closing = server.close(); // the server begins its graceful shutdown
+        if (received === 100) {
+          closeBegan = Date.now();
+          closing = server.close();
+          await new Promise((r) => setTimeout(r, 3 * graceMs)); // a slow reader keeps the export running past the grace period
+        }
       }
       return "completed";
     })().catch((e: unknown) => ConnectError.from(e));
+    const endedAfterMs = Date.now() - closeBegan;
     await closing;
     expect(received).toBeLessThan(20_000);
     expect(outcome).toBeInstanceOf(ConnectError);
     expect((outcome as ConnectError).code).toBe(Code.Unavailable); // retryable, and not a success
+    expect(endedAfterMs).toBeGreaterThanOrEqual(graceMs);
   });
 
   it("stops at the caller's deadline on the server side, ending with deadline_exceeded", async () => {

@@ -3,12 +3,13 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { createApp, type App, type AuthSettings } from "../../src/app.js";
+import { drainAndStop } from "../../src/cli/serve.js";
 import type { CacheSettings } from "../../src/config.js";
 import { loadMigrationPlan } from "../../src/db/migrations.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import type { AuditSigner } from "../../src/domain/audit-chain.js";
 import { createLogger } from "../../src/logger.js";
-import { listen, type ServerLimits } from "../../src/transport/server.js";
+import { DEFAULT_LIMITS, listen, type ServerLimits } from "../../src/transport/server.js";
 
 export type TestServer = {
   readonly baseUrl: string;
@@ -34,11 +35,16 @@ export type TestServerOptions = {
   /** The audit checkpoint key; default: one for this server only. */
   readonly auditSigner?: AuditSigner;
   readonly audit?: { readonly checkpointIntervalMs: number; readonly retentionMs: number | undefined };
-  /** The listener's limits (default: the production defaults). */
+  /**
+   * The listener's limits. Default: production's, except the connection caps:
+   * every test client connects from 127.0.0.1 and many open a connection per call.
+   */
   readonly limits?: ServerLimits;
   /** How long close() lets calls finish (default 2 s). */
   readonly graceMs?: number;
 };
+
+const TEST_LIMITS: ServerLimits = { ...DEFAULT_LIMITS, maxConnections: 100_000, maxConnectionsPerAddress: 100_000 };
 
 export async function startTestServer(db: DatabasePool, options: TestServerOptions = {}): Promise<TestServer> {
   const raw: string[] = [];
@@ -53,7 +59,7 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
   const app = createApp({ db, logger, migrationPlan: await loadMigrationPlan(), ...appOptions });
   // Tests start with the cache in use: it serves only once its change listener is connected.
   await app.changes.whenConnected(10_000);
-  const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger, limits);
+  const server = await listen(app.handler, { host: "127.0.0.1", port: 0 }, logger, limits ?? TEST_LIMITS);
   return {
     baseUrl: `http://127.0.0.1:${server.port}`,
     port: server.port,
@@ -63,10 +69,7 @@ export async function startTestServer(db: DatabasePool, options: TestServerOptio
     logText: () => raw.join(""),
     app,
     async close() {
-      app.beginDrain();
-      await server.close(options.graceMs ?? 2_000, { onGraceOver: () => app.beginShutdown() });
-      app.beginShutdown();
-      await app.drain();
+      await drainAndStop(app, server, options.graceMs ?? 2_000, logger);
     },
   };
 }
