@@ -129,6 +129,29 @@ export function sourceIpProblem(ip: string): string | undefined {
   return isIP(ip) !== 0 && !ip.includes("%") ? undefined : "must be an IPv4 or IPv6 address";
 }
 
+/**
+ * Component names are compared as stored: trimmed and lower-cased, so
+ * "Tenant-Registry " and "tenant-registry" are one name.
+ */
+export function normaliseComponent(component: string): string {
+  return component.trim().toLowerCase();
+}
+
+const COMPONENT = /^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$/;
+// Separators removed: "tenant_registry", "tenant.registry" and "tenantregistry" look like the registry too.
+const RESERVED_SKELETONS = new Set([OWN_COMPONENT].map((name) => name.replace(/[._-]/g, "")));
+
+/** A normalised component: ASCII letters, digits and . _ - (no look-alike letters), never the registry's own. */
+export function componentProblem(component: string): string | undefined {
+  if (component === "") return undefined; // DEFAULT_COMPONENT
+  if (component.length > 100) return "must be at most 100 characters";
+  if (!COMPONENT.test(component)) {
+    return 'must be letters a-z, digits, ".", "_" or "-", starting and ending with a letter or digit';
+  }
+  if (RESERVED_SKELETONS.has(component.replace(/[._-]/g, ""))) return `"${OWN_COMPONENT}" (in any spelling) is reserved for the registry's own events`;
+  return undefined;
+}
+
 const nullIfEmpty = (s: string): string | null => (s === "" ? null : s);
 
 /**
@@ -167,8 +190,8 @@ export function validateAuditEventInput(
   if (input.sourceIp !== "") add("source_ip", sourceIpProblem(input.sourceIp));
   checkText(problems, "description", input.description, 2000);
   checkText(problems, "external_id", input.externalId, 200);
-  checkText(problems, "component", input.component, 100);
-  if (input.component === OWN_COMPONENT) add("component", `"${OWN_COMPONENT}" is reserved for the registry's own events`);
+  const component = normaliseComponent(input.component);
+  add("component", componentProblem(component));
   if (input.fields !== undefined && !storableJson(input.fields)) {
     add("fields", "must not contain NUL characters or invalid UTF-16");
   }
@@ -202,7 +225,7 @@ export function validateAuditEventInput(
       isAnonymous: input.isAnonymous,
       createdAt,
       externalId: nullIfEmpty(input.externalId),
-      component: input.component === "" ? DEFAULT_COMPONENT : input.component,
+      component: component === "" ? DEFAULT_COMPONENT : component,
     },
     problems: [],
   };

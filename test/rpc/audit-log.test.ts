@@ -198,6 +198,15 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
       }
     });
 
+    it("stores a component trimmed and lower-cased: one name, however a sender spells it", async () => {
+      const component = `billing-${randomUUID().slice(0, 8)}`;
+      const result = await client().recordAuditEvents({
+        events: [{ action: "invoice.create", crud: "c", actor: { id: "svc", type: "service" }, component: `  ${component.toUpperCase()} ` }],
+      });
+      expect(result).toMatchObject({ recorded: 1 });
+      expect(await countEvents({ component })).toBe(1);
+    });
+
     it("records events without a tenant (platform events) and anonymous events with a partial actor", async () => {
       const component = `platform-${randomUUID().slice(0, 8)}`;
       const result = await client().recordAuditEvents({
@@ -234,6 +243,13 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
       ["an external id over 200 characters", () => ({ externalId: "e".repeat(201) }), "external_id", /at most 200/],
       ["a component over 100 characters", () => ({ component: "c".repeat(101) }), "component", /at most 100/],
       ["the registry's own component", () => ({ component: "tenant-registry" }), "component", /reserved/],
+      ["the registry's component in capitals", () => ({ component: "Tenant-Registry" }), "component", /reserved/],
+      ["the registry's component with a trailing space", () => ({ component: "tenant-registry " }), "component", /reserved/],
+      ["the registry's component with another separator", () => ({ component: "tenant_registry" }), "component", /reserved/],
+      ["the registry's component without a separator", () => ({ component: "TenantRegistry" }), "component", /reserved/],
+      // A Cyrillic "е" (U+0435) in place of the Latin "e".
+      ["the registry's component with a look-alike letter", () => ({ component: "t\u0435nant-registry" }), "component", /letters a-z/],
+      ["a component with a control character", () => ({ component: "billing\u0007" }), "component", /letters a-z/],
       ["a description over 2000 characters", () => ({ description: "d".repeat(2001) }), "description", /at most 2000/],
       ["fields with a NUL character", () => ({ fields: { note: "a\u0000b" } }), "fields", /NUL/],
     ];
