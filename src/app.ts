@@ -33,6 +33,7 @@ import { createProjectHandlers } from "./service/projects.js";
 import { createTenantHandlers } from "./service/tenants.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "./observability/tracing.js";
+import { createCanonicalIdsInterceptor } from "./transport/canonical-ids.js";
 import { createClientFaultGate, strictUtf8Decoder } from "./transport/client-faults.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
@@ -162,6 +163,7 @@ export function createApp({
   // REST runs the same implementations through this same interceptor list as the Connect router.
   const interceptors = [
     createObservingInterceptor({ logger, metrics, tracing }),
+    createCanonicalIdsInterceptor(),
     createAuthInterceptor({
       authenticate: authenticatorFor(auth, verifyKey, logger),
       openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),

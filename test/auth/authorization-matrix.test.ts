@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type pg from "pg";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -198,6 +199,25 @@ describe("tenant isolation", () => {
     it.each(TENANT_RPCS)("gets NotFound from %s when B's ids are written in upper case", async (rpc) => {
       const upper = { ...b, tenantId: b.tenantId.toUpperCase(), projectId: b.projectId.toUpperCase(), apiKeyId: b.apiKeyId.toUpperCase() };
       expect(await codeOf(CALLS[rpc]!(client, upper, sql))).toBe("NotFound");
+    });
+
+    // Calls that make their own fresh resource (they take `sql`) name ids the world does not hold.
+    const OWN_IDS_ONLY = TENANT_RPCS.filter((rpc) => CALLS[rpc]!.length < 3);
+    it.each(OWN_IDS_ONLY)("%s answers B's ids in upper case word for word as it answers ids nobody has (ids are canonical before anything reads them)", async (rpc) => {
+      const shout = (w: World): World => ({ ...w, tenantId: w.tenantId.toUpperCase(), projectId: w.projectId.toUpperCase(), apiKeyId: w.apiKeyId.toUpperCase() });
+      const nobody: World = { ...b, tenantId: randomUUID(), projectId: randomUUID(), apiKeyId: randomUUID() };
+      // The answer with each world's ids replaced by placeholders, in whatever case they appear.
+      const answer = async (w: World) => {
+        const message = await CALLS[rpc]!(client, shout(w), sql).then(() => "OK", (e: unknown) => `${Code[ConnectError.from(e).code]}: ${ConnectError.from(e).rawMessage}`);
+        return message
+          .replaceAll(w.tenantId, "<tenant>")
+          .replaceAll(w.projectId, "<project>")
+          .replaceAll(w.apiKeyId, "<key>")
+          .replaceAll(shout(w).tenantId, "<TENANT>")
+          .replaceAll(shout(w).projectId, "<PROJECT>")
+          .replaceAll(shout(w).apiKeyId, "<KEY>");
+      };
+      expect(await answer(b)).toBe(await answer(nobody));
     });
   });
 
