@@ -2,7 +2,7 @@ import { createApp, type App } from "../app.js";
 import { devIssuerSettings, loadDevIssuer } from "../auth/dev-issuer.js";
 import type { Config } from "../config.js";
 import type { EmbeddedDatabase } from "../db/embedded.js";
-import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaStatus } from "../db/migrations.js";
+import { connectWithRetry, loadMigrationPlan, migrateUp, schemaProblem, schemaRemedy, schemaStatus } from "../db/migrations.js";
 import { createDatabasePool } from "../db/pool.js";
 import { seedDevData } from "../db/seed.js";
 import type { Logger } from "../logger.js";
@@ -62,11 +62,10 @@ export async function serve(config: Config, logger: Logger, stopSignal: Promise<
     const client = await connectWithRetry(databaseUrl, config.databaseWaitMs, log);
     try {
       if (config.migrateOnStart) await migrateUp(client, log);
-      const problem = schemaProblem(await schemaStatus(client));
+      const status = await schemaStatus(client);
+      const problem = schemaProblem(status);
       if (problem) {
-        throw new StartupError(
-          `refusing to serve: ${problem}. Run \`tenant-registry migrate up\` (the init container) or set MIGRATE_ON_START=true`,
-        );
+        throw new StartupError(`refusing to serve: ${problem}. Fix: ${schemaRemedy(status)}.`);
       }
     } finally {
       await client.end();

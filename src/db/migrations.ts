@@ -109,6 +109,19 @@ export function schemaProblem(status: SchemaStatus): string | undefined {
   return undefined;
 }
 
+// Neither `migrate up` nor MIGRATE_ON_START can fix an edited migration: both
+// stop at the same hash check. Say what does.
+const MODIFIED_REMEDY =
+  "a migration must not change once applied: restore the file exactly as it was applied (e.g. `git checkout <deployed revision> -- migrations/<file>`) " +
+  "and put the change into a new migration (`make migrate-create NAME=...`); `migrate up` and MIGRATE_ON_START=true cannot fix this";
+
+/** What the operator should do about `schemaProblem(status)`. */
+export function schemaRemedy(status: SchemaStatus): string | undefined {
+  if (status.modified.length > 0) return MODIFIED_REMEDY;
+  if (status.pending.length > 0) return "run `tenant-registry migrate up` (the init container) or set MIGRATE_ON_START=true";
+  return undefined;
+}
+
 export type Log = (line: string) => void;
 
 /**
@@ -151,8 +164,9 @@ export async function migrateUp(client: pg.Client, log: Log, dir = MIGRATIONS_DI
     for (const m of done) log(`applied ${m.fileName}`);
     return done;
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    throw new MigrationError(message.replace(/^Migration failed\. Reason: /, "migration failed: "));
+    const message = (error instanceof Error ? error.message : String(error)).replace(/^Migration failed\. Reason: /, "migration failed: ");
+    // postgres-migrations: "Hashes don't match for migrations '1_init.sql'. This means that the scripts have changed since it was applied."
+    throw new MigrationError(/hashes don't match/i.test(message) ? `${message} Fix: ${MODIFIED_REMEDY}.` : message);
   }
 }
 

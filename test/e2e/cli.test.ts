@@ -180,6 +180,27 @@ describe("tenant-registry serve", () => {
     expect(result.stderr).toMatch(/refusing to serve: \d+ pending migration\(s\): 1_init\.sql, 2_api_surface\.sql/);
   });
 
+  it("with an applied migration modified, serve and migrate up both name the fix, not each other", async () => {
+    const db = await fresh(true);
+    const sql = await db.client();
+    try {
+      // As if 1_init.sql had been edited after it was applied.
+      await sql.query("UPDATE migrations SET hash = 'edited-after-the-fact' WHERE id = 1");
+    } finally {
+      await sql.end();
+    }
+    const env = { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER };
+    const served = await cli(["serve"], env);
+    expect(served.code).toBe(1);
+    expect(served.stderr).toMatch(/refusing to serve: applied migration\(s\) 1_init no longer match their files/);
+    expect(served.stderr).toMatch(/restore the file exactly as it was applied/);
+    expect(served.stderr).toMatch(/new migration/);
+    expect(served.stderr).not.toMatch(/Run `tenant-registry migrate up`|set MIGRATE_ON_START=true(?! cannot)/);
+    const migrated = await cli(["migrate", "up"], env);
+    expect(migrated.code).not.toBe(0);
+    expect(migrated.stderr).toMatch(/restore the file exactly as it was applied/);
+  });
+
   it("migrates at start when MIGRATE_ON_START=true, serves, and drains on SIGTERM", async () => {
     const db = await fresh();
     const child = spawn(process.execPath, [MAIN, "serve"], {

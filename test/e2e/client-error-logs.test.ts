@@ -2,6 +2,7 @@ import net from "node:net";
 import http2 from "node:http2";
 import { describe, expect, it } from "vitest";
 import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 import type { TestServer } from "../support/server.js";
 import { envelope, h2Post } from "../support/wire.js";
 
@@ -56,7 +57,7 @@ describe("no log line, at any level, carries request bytes", () => {
     } finally {
       session.close();
     }
-    const res = await fetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { authorization: `Bearer ${SECRET}` }, body: `not json ${SECRET}` });
+    const res = await restFetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { authorization: `Bearer ${SECRET}` }, body: `not json ${SECRET}` });
     expect(res.status).toBe(400);
     expect(server.logText().slice(from)).toMatch(/"http2 session error"/);
     assertNoRequestBytes(from);

@@ -89,7 +89,9 @@ describe("invalid UTF-8 in a JSON body is refused, not stored as U+FFFD", () => 
   });
 
   it("REST: 400 invalid_argument naming the encoding", async () => {
-    const res = await fetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { "content-type": "application/json" }, body: invalidUtf8Json() });
+    // Raw bytes, not a string: restFetch (which checks the contract) takes string bodies only.
+    const rest = new URL("/v1/tenants", server.baseUrl);
+    const res = await fetch(rest, { method: "POST", headers: { "content-type": "application/json" }, body: invalidUtf8Json() });
     const json = (await res.json()) as { code: string; message: string };
     expect([res.status, json.code]).toEqual([400, "invalid_argument"]);
     expect(json.message).toMatch(/UTF-8/);
