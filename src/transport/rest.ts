@@ -265,7 +265,7 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
   try {
     text = STRICT_UTF8.decode(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).trim();
   } catch {
-    throw new Error("request body is not valid UTF-8");
+    throw new RestInputError("request body is not valid UTF-8");
   }
   if (text === "") return {};
   try {
