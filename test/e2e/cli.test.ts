@@ -189,7 +189,7 @@ describe("tenant-registry serve", () => {
     } finally {
       await sql.end();
     }
-    const env = { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER };
+    const env = { APP_ENV: "prod", DATABASE_URL: db.url, ADDR: "127.0.0.1:0", KEYCLOAK_ISSUER: ISSUER, AUDIT_SIGNING_KEY_FILE: signingKeyFile };
     const served = await cli(["serve"], env);
     expect(served.code).toBe(1);
     expect(served.stderr).toMatch(/refusing to serve: applied migration\(s\) 1_init no longer match their files/);
