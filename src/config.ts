@@ -69,6 +69,8 @@ export type TracingConfig = {
   /** The OTLP/HTTP traces URL (…/v1/traces); undefined: tracing is off. */
   readonly endpoint: string | undefined;
   readonly protocol: "http/protobuf" | "http/json";
+  /** OTEL_EXPORTER_OTLP_HEADERS plus the traces-specific ones (which win), e.g. a SigNoz ingestion key. Never logged. */
+  readonly headers: Readonly<Record<string, string>>;
   readonly serviceName: string;
   /** OTEL_RESOURCE_ATTRIBUTES, decoded. */
   readonly resourceAttributes: Readonly<Record<string, string>>;
@@ -102,6 +104,26 @@ const boolish = z
 
 // OTLP over gRPC is not offered: one HTTP exporter covers SigNoz and every collector.
 const otlpProtocol = z.enum(["http/protobuf", "http/json"], { error: "expected http/protobuf or http/json (grpc is not supported)" });
+
+// The OTel key=value,key=value form (values URL-encoded) of OTEL_RESOURCE_ATTRIBUTES and the header lists.
+const keyValuePairs = z.string().transform((v, ctx) => {
+  const pairs: Record<string, string> = {};
+  for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at <= 0) {
+      // Not the pair itself: a header list may hold a credential.
+      ctx.addIssue({ code: "custom", message: "expected key=value pairs separated by commas" });
+      return z.NEVER;
+    }
+    try {
+      pairs[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      ctx.addIssue({ code: "custom", message: "a key or value is not valid percent-encoding" });
+      return z.NEVER;
+    }
+  }
+  return pairs;
+});
 
 const seconds = z.coerce
   .number({ error: "expected a number of seconds" })
@@ -176,22 +198,10 @@ const envSchema = z.object({
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
   OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.default("http/protobuf"),
   OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  OTEL_EXPORTER_OTLP_HEADERS: keyValuePairs.default({}),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: keyValuePairs.default({}),
   OTEL_SERVICE_NAME: z.string().optional(),
-  OTEL_RESOURCE_ATTRIBUTES: z
-    .string()
-    .transform((v, ctx) => {
-      const attributes: Record<string, string> = {};
-      for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
-        const at = pair.indexOf("=");
-        if (at <= 0) {
-          ctx.addIssue({ code: "custom", message: `expected key=value pairs, got "${pair}"` });
-          return z.NEVER;
-        }
-        attributes[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
-      }
-      return attributes;
-    })
-    .default({}),
+  OTEL_RESOURCE_ATTRIBUTES: keyValuePairs.default({}),
   OTEL_TRACES_SAMPLER: z
     .enum(["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"], {
       error: "expected always_on, always_off, traceidratio or their parentbased_ forms",
@@ -304,6 +314,7 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
           : (e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
             (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined ? undefined : `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, "")}/v1/traces`)),
       protocol: e.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? e.OTEL_EXPORTER_OTLP_PROTOCOL,
+      headers: { ...e.OTEL_EXPORTER_OTLP_HEADERS, ...e.OTEL_EXPORTER_OTLP_TRACES_HEADERS },
       serviceName: e.OTEL_SERVICE_NAME ?? e.OTEL_RESOURCE_ATTRIBUTES["service.name"] ?? "tenant-registry",
       resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES,
       sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG },

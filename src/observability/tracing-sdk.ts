@@ -45,8 +45,8 @@ function samplerFor({ name, ratio }: TracingConfig["sampler"]): Sampler {
  */
 export function startTracing(config: TracingConfig): Tracing {
   if (config.endpoint === undefined) return TRACING_OFF;
-  const exporter =
-    config.protocol === "http/json" ? new JsonExporter({ url: config.endpoint }) : new ProtobufExporter({ url: config.endpoint });
+  const options = { url: config.endpoint, headers: { ...config.headers } };
+  const exporter = config.protocol === "http/json" ? new JsonExporter(options) : new ProtobufExporter(options);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ ...config.resourceAttributes, "service.name": config.serviceName }),
     sampler: samplerFor(config.sampler),

@@ -58,6 +58,7 @@ describe("traces over OTLP/HTTP (http/json)", () => {
     receiver = await startOtlpReceiver();
     server = await serveTracedTo(receiver, {
       OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_EXPORTER_OTLP_HEADERS: "signoz-ingestion-key=test-key",
       OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=test,service.version=9.9.9",
     });
     // gRPC metadata carries the caller's trace context, as any gRPC client sends it.
@@ -81,8 +82,10 @@ describe("traces over OTLP/HTTP (http/json)", () => {
     await receiver?.stop();
   });
 
-  it("exports with the configured protocol and the service's resource", () => {
+  it("exports with the configured protocol, headers and the service's resource", () => {
     expect(receiver.contentTypes.length).toBeGreaterThan(0);
+    expect(receiver.requestHeaders.every((h) => h["signoz-ingestion-key"] === "test-key")).toBe(true);
+    expect(server.output()).not.toContain("test-key");
     expect(receiver.contentTypes.every((t) => t.startsWith("application/json"))).toBe(true);
     expect(receiver.spans[0]!.resource).toMatchObject({
       "service.name": "tenant-registry",

@@ -22,6 +22,8 @@ export type OtlpReceiver = {
   readonly spans: ReceivedSpan[];
   /** Content types of the export requests received, in order. */
   readonly contentTypes: string[];
+  /** The headers of each export request, in order. */
+  readonly requestHeaders: http.IncomingHttpHeaders[];
   stop(): Promise<void>;
 };
 
@@ -80,6 +82,7 @@ function spansOf(request: JsonRequest): ReceivedSpan[] {
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   const contentTypes: string[] = [];
+  const requestHeaders: http.IncomingHttpHeaders[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -87,6 +90,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       const body = Buffer.concat(chunks);
       const type = req.headers["content-type"] ?? "";
       contentTypes.push(type);
+      requestHeaders.push(req.headers);
       if (req.url !== "/v1/traces") {
         res.writeHead(404).end();
         return;
@@ -121,6 +125,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     endpoint: `http://127.0.0.1:${port}`,
     spans,
     contentTypes,
+    requestHeaders,
     stop: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

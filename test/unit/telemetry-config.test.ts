@@ -6,6 +6,7 @@ describe("traces and metrics are configured by the standard variables only", () 
     expect(loadConfig({}).tracing).toEqual({
       endpoint: undefined,
       protocol: "http/protobuf",
+      headers: {},
       serviceName: "tenant-registry",
       resourceAttributes: {},
       sampler: { name: "parentbased_always_on", ratio: 1 },
@@ -41,6 +42,13 @@ describe("traces and metrics are configured by the standard variables only", () 
     expect(t.serviceName).toBe("from-attrs");
     expect(loadConfig({ OTEL_RESOURCE_ATTRIBUTES: "service.name=a", OTEL_SERVICE_NAME: "b" }).tracing.serviceName).toBe("b");
     expect(() => loadConfig({ OTEL_RESOURCE_ATTRIBUTES: "novalue" })).toThrow(/OTEL_RESOURCE_ATTRIBUTES: expected key=value pairs/);
+  });
+
+  it("sends the OTLP headers (the traces-specific ones winning) and never echoes a malformed one", () => {
+    const t = loadConfig({ OTEL_EXPORTER_OTLP_HEADERS: "signoz-ingestion-key=s3cr%3Dt,x-a=1", OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-a=2" }).tracing;
+    expect(t.headers).toEqual({ "signoz-ingestion-key": "s3cr=t", "x-a": "2" });
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_HEADERS: "authorization Bearer-topsecret" })).toThrow(/OTEL_EXPORTER_OTLP_HEADERS: expected key=value/);
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_HEADERS: "authorization Bearer-topsecret" })).not.toThrow(/topsecret/);
   });
 
   it("parses the sampler and its ratio", () => {
