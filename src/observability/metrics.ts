@@ -88,8 +88,9 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
     registers: [registry],
   });
 
-  // prom-client hashes the label object on every inc/observe; one cached child
-  // per series makes a call cost three plain increments.
+  // One child per series, made once: a call then costs four prom-client
+  // operations (in-flight up and down, a count, an observation) and no label
+  // validation. Measured at a few microseconds, against ~1 ms for the call.
   type Children = { requests: Counter.Internal; duration: Histogram.Internal<string> };
   const series = new Map<string, Children>();
   const inFlightBy = new Map<Protocol, Gauge.Internal<string>>();
