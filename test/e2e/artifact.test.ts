@@ -38,7 +38,8 @@ beforeAll(async () => {
   const main = join(PACKAGE_ROOT, "dist", "src", "main.js");
   if (!existsSync(main)) throw new Error("dist/ is missing: run `make build` first (make test does)");
   if (!existsSync(join(PACKAGE_ROOT, "dist", "protos"))) throw new Error("dist/protos is missing: run `make protos` first (make test does)");
-  const built = (await stat(main)).mtimeMs;
+  // The incremental build touches the stamp, not every output.
+  const built = (await stat(join(PACKAGE_ROOT, "dist", ".build-stamp")).catch(() => stat(main))).mtimeMs;
   for (const file of (await readdir(join(PACKAGE_ROOT, "src"), { recursive: true })).filter((f) => f.endsWith(".ts"))) {
     if ((await stat(join(PACKAGE_ROOT, "src", file))).mtimeMs > built) throw new Error(`dist/ is older than src/${file}: run \`make build\``);
   }
