@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
@@ -33,6 +34,7 @@ let bin: string;
 let packed: string[];
 let db: TestDatabase;
 let issuer: OidcIssuer;
+let signingKey: string;
 
 beforeAll(async () => {
   const main = join(PACKAGE_ROOT, "dist", "src", "main.js");
@@ -58,6 +60,9 @@ beforeAll(async () => {
 
   db = await createTestDatabase({ migrate: false });
   issuer = await startOidcIssuer();
+  // Readable by the unprivileged user, like the mounted Secret.
+  signingKey = join(work, "audit-signing-key.pem");
+  await writeFile(signingKey, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o644 });
 }, 300_000);
 
 afterAll(async () => {
@@ -75,6 +80,7 @@ const prodEnv = () => ({
   APP_ENV: "prod",
   DATABASE_URL: db.url,
   KEYCLOAK_ISSUER: issuer.issuer,
+  AUDIT_SIGNING_KEY_FILE: signingKey,
   HOME: "/nonexistent",
 });
 

@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
@@ -31,12 +33,14 @@ type Container = {
   lifecycle?: { preStop?: { sleep?: { seconds: number } } };
   resources?: { requests?: { cpu?: string; memory?: string }; limits?: { memory?: string } };
   securityContext?: Record<string, unknown>;
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
 };
 type PodSpec = {
   terminationGracePeriodSeconds: number;
   securityContext: { runAsNonRoot: boolean; runAsUser: number; runAsGroup: number };
   initContainers: Container[];
   containers: Container[];
+  volumes: { name: string; secret?: { secretName: string; items?: { key: string; path: string }[] } }[];
 };
 type Manifest = { apiVersion: string; kind: string; metadata: { name: string }; spec: Record<string, unknown> };
 
@@ -106,6 +110,14 @@ describe("deploy/base agrees with the code", () => {
     }
   });
 
+  it("reads the audit signing key from a Secret mounted read-only where AUDIT_SIGNING_KEY_FILE points", () => {
+    const path = server.env!.find((e) => e.name === "AUDIT_SIGNING_KEY_FILE")!.value!;
+    const mount = server.volumeMounts!.find((m) => m.mountPath === dirname(path))!;
+    expect(mount.readOnly).toBe(true);
+    const volume = pod.volumes.find((v) => v.name === mount.name)!;
+    expect(volume.secret?.items?.map((i) => i.path)).toContain(path.slice(mount.mountPath.length + 1));
+  });
+
   it("runs two replicas of one image, guarded by a PodDisruptionBudget over the same pods", () => {
     const deployment = of<{ spec: { replicas: number; selector: { matchLabels: Record<string, string> } } }>("Deployment");
     expect(deployment.spec.replicas).toBe(2);
@@ -153,19 +165,29 @@ describe("deploy/base agrees with the code", () => {
 
 describe("the manifests' commands, run by the built CLI with the manifests' environment", () => {
   let db: TestDatabase;
+  let keyDir: string;
   beforeAll(async () => {
     if (!existsSync(MAIN)) throw new Error("dist/ is missing: run `make build` first (make test does)");
     db = await createTestDatabase({ migrate: false });
+    keyDir = await mkdtemp(join(tmpdir(), "audit-key-"));
+    await writeFile(join(keyDir, "key.pem"), generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }));
   });
-  afterAll(async () => db?.drop());
+  afterAll(async () => {
+    await db?.drop();
+    if (keyDir) await rm(keyDir, { recursive: true, force: true });
+  });
 
   it("the init container migrates the schema, and the server then serves every probe path on its port", async () => {
     const secrets = { DATABASE_URL: db.url };
     const migrate = await execFileP(process.execPath, [MAIN, ...init.args!], { env: { PATH: process.env["PATH"] ?? "", ...envOf(init, secrets) } });
     expect(migrate.stdout).toMatch(/applied 1_init\.sql[\s\S]*schema is now at version \d+/);
 
-    // Only the address differs: the test cannot bind :8090.
-    const running = await startCliServer([process.execPath, MAIN, ...server.args!], { ...envOf(server, secrets), ADDR: "127.0.0.1:0" });
+    // Only the address and the mounted key's path differ: the test cannot bind :8090 or mount a Secret.
+    const running = await startCliServer([process.execPath, MAIN, ...server.args!], {
+      ...envOf(server, secrets),
+      ADDR: "127.0.0.1:0",
+      AUDIT_SIGNING_KEY_FILE: join(keyDir, "key.pem"),
+    });
     try {
       for (const probe of [server.startupProbe!, server.readinessProbe!, server.livenessProbe!]) {
         expect((await fetch(`${running.baseUrl}${probe.httpGet.path}`)).status, probe.httpGet.path).toBe(200);
