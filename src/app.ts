@@ -10,7 +10,8 @@ import { createOidcVerifier } from "./auth/oidc.js";
 import { assertEveryRpcHasAPolicy } from "./auth/permissions.js";
 import { DEV_PLATFORM_ADMIN } from "./auth/principal.js";
 import { createTenantLookup } from "./auth/tenant-lookup.js";
-import { createChangeListener, type ChangeListener } from "./cache/change-listener.js";
+import { createChangeListener, type ChangeListener, type ChangeListenerOptions } from "./cache/change-listener.js";
+import { createHotReads } from "./cache/hot-reads.js";
 import { createReadCache, type CacheStats, type ReadCache } from "./cache/read-cache.js";
 import { DEFAULT_CACHE_SETTINGS, type CacheSettings } from "./config.js";
 import { compareSchema, schemaProblem, type MigrationPlan } from "./db/migrations.js";
@@ -76,6 +77,8 @@ export type AppDeps = {
   /** Signs audit checkpoints; a key for this process only unless given (serve loads AUDIT_SIGNING_KEY_FILE). */
   readonly auditSigner?: AuditSigner;
   readonly audit?: { readonly checkpointIntervalMs: number; readonly retentionMs: number | undefined };
+  /** Heartbeat and reconnect timing of the change listener (tests widen the backoff to watch an outage). */
+  readonly changeListener?: Pick<ChangeListenerOptions, "heartbeatMs" | "heartbeatTimeoutMs" | "backoffMinMs" | "backoffMaxMs">;
 };
 
 function authenticatorFor(auth: AuthSettings, verifyKey: ApiKeyVerifier, logger: Logger): Authenticator {
@@ -133,6 +136,7 @@ export function createApp({
   openDocuments,
   auditSigner = ephemeralAuditSigner(),
   audit = { checkpointIntervalMs: 60 * 60 * 1000, retentionMs: undefined },
+  changeListener = {},
 }: AppDeps): App {
   assertEveryRpcHasAPolicy(TenantRegistryService);
   const shutdown = new AbortController();
@@ -150,10 +154,11 @@ export function createApp({
 
   metrics.watchPool(() => db.state());
   // One LISTEN session per replica, on its own connection to the pool's database.
-  const changes = createChangeListener({ connectionUri: db.configuration.connectionUri, logger });
+  const changes = createChangeListener({ ...changeListener, connectionUri: db.configuration.connectionUri, logger });
   const cache = createReadCache(cacheSettings, changes, logger);
   metrics.watchCache(cache.stats, cache.onInvalidation);
-  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics, changes: { committed: cache.apply } };
+  const hot = createHotReads(db, cache);
+  const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics, changes: { committed: cache.apply }, hot };
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);
   startMaintenance(deps);
@@ -168,7 +173,7 @@ export function createApp({
       authenticate: authenticatorFor(auth, verifyKey, logger),
       openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
       governedService: TenantRegistryService.typeName,
-      tenants: createTenantLookup(db),
+      tenants: createTenantLookup(hot),
       clientAddress: createClientAddressResolver(auth.trustedProxies ?? []),
       db,
       logger,

@@ -10,13 +10,13 @@ export function createApiKeyAuthenticator(verifyKey: ApiKeyVerifier): ApiKeyAuth
   return async (token) => {
     const result = await verifyKey(token);
     if (result.code !== "valid") throw new AuthenticationError(`api key rejected: ${result.code.replaceAll("_", " ")}`);
-    const { key } = result;
+    const { key, tenant } = result;
     return {
       kind: "api_key",
       id: key.id,
       name: `api key ${key.prefix}`,
       roles: [],
-      tenantId: key.tenant.id,
+      tenantId: tenant.id,
       scopes: key.scopes,
     };
   };

@@ -30,8 +30,20 @@ export type CacheStats = {
   readonly listenerConnected: boolean;
 };
 
-/** A loaded answer: `value` (null: known to be missing, a negative entry) and the tenant it belongs to. */
-export type Loaded<V> = { readonly value: V | null; readonly tenantId: string | undefined };
+/**
+ * A loaded answer: `value` (null: known to be missing, a negative entry), the
+ * tenant it belongs to, and the entries it was derived from: an answer that
+ * embeds a tenant (a slug's, a key's) goes whenever the tenant's entry is
+ * invalidated, so a change notice names the tenant once, not every answer it is in.
+ */
+export type Loaded<V> = {
+  readonly value: V | null;
+  readonly tenantId: string | undefined;
+  readonly dependsOn?: readonly CacheKey[];
+};
+
+/** What a load may hand the cache besides its own answer. */
+export type Put = (key: CacheKey, loaded: Loaded<object | string>) => void;
 
 export type ReadCache = {
   /**
@@ -40,9 +52,10 @@ export type ReadCache = {
    * key share one load. `load` may `put` further entries it learned
    * (a key's row and its tenant from one joined query).
    */
-  read<V extends object | string>(
+  read<V extends object | string, A>(
     key: CacheKey,
-    load: (put: (key: CacheKey, loaded: Loaded<object | string>) => void) => Promise<Loaded<V>>,
+    load: (arg: A, put: Put) => Promise<Loaded<V>>,
+    arg: A,
     note?: CacheNote,
   ): Promise<V | null>;
   /** Drops what the notice names: this replica's own commits, before their notice arrives. */
@@ -52,7 +65,9 @@ export type ReadCache = {
   onInvalidation(fn: (lagMs: number, notice: ChangeNotice) => void): () => void;
 };
 
-type Entry = { readonly value: object | string | null; readonly tenantId: string | undefined };
+type Entry = Loaded<object | string>;
+
+const ignore: Put = () => {};
 
 /**
  * The in-process read-through cache of the hot reads, kept honest by change
@@ -60,9 +75,10 @@ type Entry = { readonly value: object | string | null; readonly tenantId: string
  * listener drops, every read goes to PostgreSQL (answers may be slower, never
  * stale); when it is back, everything is flushed before the cache is used again.
  *
- * Every notice (and every flush) also starts a new epoch: a load begun in an
- * earlier epoch may have read the database before the change committed, so
- * its answer is handed to its callers but not kept.
+ * A load that was running when a notice named its key (or an entry its answer
+ * depends on, or its tenant as a whole), or when the cache was flushed, may
+ * have read the database before that change committed: its answer is handed
+ * to the callers waiting for it, but not kept, and later readers start anew.
  */
 export function createReadCache(settings: CacheSettings, listener: ChangeListener | undefined, logger: Logger): ReadCache {
   let hits = 0;
@@ -70,12 +86,30 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
   let bypassed = 0;
   let evictions = 0;
   let invalidations = 0;
+  // Every invalidation and flush is a new epoch; loads remember the one they started in.
   let epoch = 0;
+  let flushedAt = 0;
+  let loading = 0;
+  // What was invalidated (keys, and "tenant:<id>" for whole tenants) at which epoch, while loads run.
+  const invalidatedAt = new Map<string, number>();
   let usable = settings.enabled && listener?.connected === true;
   const lagWatchers = new Set<(lagMs: number, notice: ChangeNotice) => void>();
   const inFlight = new Map<string, Promise<Entry>>();
   // Which keys hold each tenant's entries, for notices that name a whole tenant.
   const byTenant = new Map<string, Set<string>>();
+  // Which entries were derived from an entry (kept while they are cached, whether it still is or not).
+  const dependents = new Map<string, Set<string>>();
+
+  const index = (map: Map<string, Set<string>>, owner: string, key: string) => {
+    let keys = map.get(owner);
+    if (!keys) map.set(owner, (keys = new Set()));
+    keys.add(key);
+  };
+  const unindex = (map: Map<string, Set<string>>, owner: string, key: string) => {
+    const keys = map.get(owner);
+    keys?.delete(key);
+    if (keys?.size === 0) map.delete(owner);
+  };
 
   const lru = new LRUCache<string, Entry>({
     max: settings.maxEntries,
@@ -84,41 +118,57 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
     ttlAutopurge: false,
     updateAgeOnGet: false,
     dispose(entry, key, reason) {
-      if (entry.tenantId !== undefined) {
-        const keys = byTenant.get(entry.tenantId);
-        keys?.delete(key);
-        if (keys?.size === 0) byTenant.delete(entry.tenantId);
-      }
+      if (entry.tenantId !== undefined) unindex(byTenant, entry.tenantId, key);
+      if (entry.dependsOn) for (const owner of entry.dependsOn) unindex(dependents, owner, key);
       if (reason === "evict" || reason === "expire") evictions++;
       else if (reason === "delete") invalidations++;
     },
   });
 
   function store(key: string, entry: Entry) {
+    // Set first: replacing an entry disposes of the old one, which unindexes the key.
     lru.set(key, entry);
-    if (entry.tenantId === undefined) return;
-    let keys = byTenant.get(entry.tenantId);
-    if (!keys) byTenant.set(entry.tenantId, (keys = new Set()));
-    keys.add(key);
+    if (entry.tenantId !== undefined) index(byTenant, entry.tenantId, key);
+    if (entry.dependsOn) for (const owner of entry.dependsOn) index(dependents, owner, key);
+  }
+
+  function invalidated(name: string) {
+    if (loading > 0) invalidatedAt.set(name, epoch);
+  }
+
+  /** Whether a load started at `started` may keep its answer for `key`: nothing it rests on changed since. */
+  function stillFresh(started: number, key: string, entry: Entry): boolean {
+    if (!usable || flushedAt > started) return false;
+    if ((invalidatedAt.get(key) ?? 0) > started) return false;
+    if (entry.tenantId !== undefined && (invalidatedAt.get(`tenant:${entry.tenantId}`) ?? 0) > started) return false;
+    if (entry.dependsOn) for (const owner of entry.dependsOn) if ((invalidatedAt.get(owner) ?? 0) > started) return false;
+    return true;
+  }
+
+  function drop(key: string) {
+    invalidated(key);
+    inFlight.delete(key);
+    lru.delete(key);
+    const derived = dependents.get(key);
+    if (derived) for (const k of [...derived]) lru.delete(k);
   }
 
   function flush() {
-    epoch++;
+    flushedAt = ++epoch;
     inFlight.clear();
-    byTenant.clear();
     lru.clear();
+    byTenant.clear();
+    dependents.clear();
   }
 
   function evict(notice: ChangeNotice) {
     epoch++;
-    for (const key of notice.keys) {
-      inFlight.delete(key);
-      lru.delete(key);
-    }
+    for (const key of notice.keys) drop(key);
     if (notice.tenantWide) {
-      // Its entries' loads are not known by tenant until they finish: drop them all.
+      invalidated(`tenant:${notice.tenantId}`);
+      // Which running loads are the tenant's is known only when they finish: later readers start anew.
       inFlight.clear();
-      for (const key of [...(byTenant.get(notice.tenantId) ?? [])]) lru.delete(key);
+      for (const key of [...(byTenant.get(notice.tenantId) ?? [])]) drop(key);
     }
   }
 
@@ -144,11 +194,11 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
   }
 
   return {
-    async read(key, load, note) {
+    async read(key, load, arg, note) {
       if (!usable) {
         bypassed++;
         if (note) note.bypassed++;
-        return (await load(() => {})).value;
+        return (await load(arg, ignore)).value as never;
       }
       const cached = lru.get(key);
       if (cached !== undefined) {
@@ -161,13 +211,18 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       let pending = inFlight.get(key);
       if (!pending) {
         const started = epoch;
-        const keep = (k: string, entry: Entry) => {
-          if (usable && epoch === started) store(k, entry);
+        const keep: Put = (k, entry) => {
+          if (stillFresh(started, k, entry)) store(k, entry);
         };
-        pending = load(keep).then((loaded) => {
-          keep(key, loaded);
-          return loaded;
-        });
+        loading++;
+        pending = load(arg, keep)
+          .then((loaded) => {
+            keep(key, loaded);
+            return loaded;
+          })
+          .finally(() => {
+            if (--loading === 0) invalidatedAt.clear();
+          });
         const mine = pending;
         inFlight.set(key, mine);
         void mine.then(

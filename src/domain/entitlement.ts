@@ -1,4 +1,4 @@
-import type { ProductCode, TenantPlan, TenantStatus } from "./tenant.js";
+import type { ProductCode, Tenant, TenantPlan, TenantStatus } from "./tenant.js";
 
 /**
  * Numeric limits of a grant ({"seats": 50n}). Proto int64 values are bigints;
@@ -65,6 +65,16 @@ export function limitsFromJson(text: string): Limits {
 export function limitsForAudit(limits: Limits): Record<string, string> {
   return Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, v.toString()]));
 }
+
+/** A grant as stored: its expiry stays a timestamp, judged against the clock when it is read. */
+export type StoredGrant = { readonly product: ProductCode; readonly expiresAt: Date | null; readonly limits: Limits };
+
+/**
+ * A tenant with every grant it holds, expired ones included: what the hot reads
+ * keep, so one stored answer serves every moment (a Tenant's `products` are
+ * those unexpired at one moment).
+ */
+export type TenantRecord = Omit<Tenant, "products"> & { readonly grants: readonly StoredGrant[] };
 
 export type EntitlementReason = "entitled" | "tenant_not_found" | "tenant_not_active" | "product_not_granted" | "grant_expired";
 

@@ -37,7 +37,7 @@ import type { AuditEventDraft } from "../domain/audit.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import { cacheKey } from "../cache/change-notice.js";
-import { auditContextOf, principalKey } from "../transport/context.js";
+import { auditContextOf, cacheNoteKey, principalKey } from "../transport/context.js";
 import { tenantToProto } from "../transport/convert.js";
 import { apiKeyToProto, verifyCodeToProto } from "../transport/convert-api-key.js";
 import { productFromProto } from "../transport/convert-entitlement.js";
@@ -278,21 +278,22 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
     /**
      * The hottest path. Every outcome about the key is an answer, never an
      * error: a malformed token is NOT_FOUND without touching the database; a
-     * well-formed one costs one indexed lookup, then constant-time hash
-     * comparison. Nothing about a key is cached, so a revocation holds from the
-     * very next call. Usage is noted in memory and written later, off this path.
+     * well-formed one costs one indexed lookup at most (none when cached), then
+     * constant-time hash comparison. A revocation reaches every replica's cache
+     * through its change notice; expiry is judged against the clock on every
+     * call. Usage is noted in memory and written later, off this path.
      */
-    async verifyApiKey(req) {
+    async verifyApiKey(req, ctx) {
       const product = req.product === ProtoProductCode.UNSPECIFIED ? undefined : productFromProto(req.product);
       if (req.product !== ProtoProductCode.UNSPECIFIED && !product) throw InvalidArgumentError.field("product", "is not a known product");
-      const result = await verifyKey(req.key, { requiredScopes: req.requiredScopes, product });
+      const result = await verifyKey(req.key, { requiredScopes: req.requiredScopes, product }, ctx.values.get(cacheNoteKey));
       if (result.code === "not_found") return notFound();
-      const { key } = result;
+      const { key, tenant } = result;
       return {
         valid: result.code === "valid",
         code: verifyCodeToProto(result.code),
         keyId: key.id,
-        tenant: tenantToProto(key.tenant),
+        tenant: tenantToProto(tenant),
         projectId: key.projectId ?? "",
         scopes: [...key.scopes],
         expiresAt: key.expiresAt ? timestampFromDate(key.expiresAt) : undefined,

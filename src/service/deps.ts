@@ -1,4 +1,5 @@
 import type { ChangeNotice } from "../cache/change-notice.js";
+import type { HotReads } from "../cache/hot-reads.js";
 import type { DatabasePool } from "../db/pool.js";
 import type { Logger } from "../logger.js";
 import type { OutcomeMetrics } from "../observability/metrics.js";
@@ -16,4 +17,6 @@ export type ServiceDeps = {
   readonly metrics: OutcomeMetrics;
   /** Told of every change this replica commits (see audited). */
   readonly changes: { committed(notice: ChangeNotice): void };
+  /** The hot reads, answered from the cache when it can (one query at most when it cannot). */
+  readonly hot: HotReads;
 };

@@ -4,7 +4,6 @@ import { ProductCode as ProtoProductCode } from "../../gen/breakpilot/tenantregi
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import {
   deleteProductGrant,
-  findEntitlementFacts,
   listProductGrantsByTenant,
   upsertProductGrant,
 } from "../db/queries/entitlements.js";
@@ -15,7 +14,7 @@ import { NotFoundError } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import { slugProblem, type ProductCode } from "../domain/tenant.js";
 import { cacheKey } from "../cache/change-notice.js";
-import { auditContextOf } from "../transport/context.js";
+import { auditContextOf, cacheNoteKey } from "../transport/context.js";
 import { planToProto, statusToProto } from "../transport/convert.js";
 import { entitlementReasonToProto, grantToProto, limitsToProto, productFromProto } from "../transport/convert-entitlement.js";
 import { audited } from "./audited.js";
@@ -40,7 +39,7 @@ const grantFields = (g: ProductGrant) => ({
 });
 
 export function createEntitlementHandlers(deps: ServiceDeps) {
-  const { db, clock, metrics } = deps;
+  const { db, clock, metrics, hot } = deps;
   return {
     async grantProduct(req, ctx) {
       const v = new Violations();
@@ -98,12 +97,13 @@ export function createEntitlementHandlers(deps: ServiceDeps) {
     },
 
     /**
-     * A hot path: one statement, and every outcome about the tenant is an answer
+     * A hot path: one statement at most (none when cached; the grant's expiry is
+     * judged against the clock on every call), and every outcome about the tenant is an answer
      * (entitled or a reason), never an error. Only malformed input is an error.
      * limits and expires_at are the grant's whenever one exists (also when it has
      * expired or the tenant is not active), so callers can see why.
      */
-    async checkEntitlement(req) {
+    async checkEntitlement(req, ctx) {
       const v = new Violations();
       const tenant = req.tenant;
       if (tenant === "") v.add("tenant", "is required");
@@ -114,7 +114,9 @@ export function createEntitlementHandlers(deps: ServiceDeps) {
       const product = checkProduct(v, "product", req.product);
       v.throwIfAny();
 
-      const facts = await findEntitlementFacts(db, isUuid(tenant) ? { id: tenant.toLowerCase() } : { slug: tenant }, product!);
+      const note = ctx.values.get(cacheNoteKey);
+      const cached = isUuid(tenant) ? await hot.tenantById(tenant.toLowerCase(), note) : await hot.tenantBySlug(tenant, note);
+      const facts = cached ? cached.entitlement(product!) : null;
       const reason = entitlementReason(facts, clock());
       metrics.entitlementChecked(reason);
       const grant = facts?.grant;

@@ -2,14 +2,13 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import {
   deleteIdpConfig,
-  findEnabledIdpConfigByDomain,
   findIdpConfigByTenant,
   listIdpEmailDomains,
   replaceIdpEmailDomains,
   upsertIdpConfig,
 } from "../db/queries/idp.js";
 import { insertAuditEvent } from "../db/queries/audit.js";
-import { findTenantById, findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
+import { findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
 import { permissionsOf } from "../auth/permissions.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import {
@@ -27,7 +26,7 @@ import {
 import { cacheKey } from "../cache/change-notice.js";
 import { tenantToProto } from "../transport/convert.js";
 import { idpConfigToProto, idpProtocolFromProto } from "../transport/convert-idp.js";
-import { auditContextOf, principalKey } from "../transport/context.js";
+import { auditContextOf, cacheNoteKey, principalKey } from "../transport/context.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
 import { checkUuid, requireUuid, Violations } from "./validate.js";
@@ -96,7 +95,7 @@ function domainChanges(current: readonly string[], next: readonly string[]): { a
 }
 
 export function createIdpHandlers(deps: ServiceDeps) {
-  const { db, appEnv, logger } = deps;
+  const { db, appEnv, logger, hot, clock } = deps;
   return {
     async setIdpConfig(req, ctx) {
       const input = idpConfigInput(req, appEnv);
@@ -208,14 +207,13 @@ export function createIdpHandlers(deps: ServiceDeps) {
       return {};
     },
 
-    async resolveIdp(req) {
+    async resolveIdp(req, ctx) {
       if (req.email === "") throw InvalidArgumentError.field("email", "is required");
       const domain = emailDomainOf(req.email);
       if (!domain) throw InvalidArgumentError.field("email", "must be an email address (local@domain.tld)");
-      const config = await findEnabledIdpConfigByDomain(db, domain);
-      const tenant = config && (await findTenantById(db, config.tenantId));
-      if (!config || !tenant) throw new NoIdpForDomainError(domain);
-      return { tenant: tenantToProto(tenant), idpConfig: idpConfigToProto(config) };
+      const route = await hot.idpByDomain(domain, ctx.values.get(cacheNoteKey));
+      if (!route) throw new NoIdpForDomainError(domain);
+      return { tenant: tenantToProto(route.tenant.at(clock())), idpConfig: idpConfigToProto(route.config) };
     },
   } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;
 }

@@ -99,11 +99,16 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
 
   it("shows the cache's listener connected and the lag of every change notice it applies", async () => {
     await expect.poll(async () => valueOf((await scrape(server.baseUrl)).samples, "tenant_registry_cache_listener_connected"), { timeout: 10_000 }).toBe(1);
+    const lag = "tenant_registry_cache_invalidation_lag_seconds_count";
+    // The notices of earlier tests' changes arrive asynchronously: count from once they are all in.
+    let last = -1;
+    await expect
+      .poll(async () => last === (last = valueOf((await scrape(server.baseUrl)).samples, lag) ?? 0), { timeout: 10_000, interval: 250 })
+      .toBe(true);
     const before = (await scrape(server.baseUrl)).samples;
     const connect = clientFor(TenantRegistryService, server.baseUrl, "connect-json-h1");
     // A rename makes the tenant's cached answers stale: one change notice, delivered back to this replica.
     await connect.updateTenant({ tenant: { id: entitled.id, name: "Renamed" }, updateMask: { paths: ["name"] } });
-    const lag = "tenant_registry_cache_invalidation_lag_seconds_count";
     await expect.poll(async () => delta(before, (await scrape(server.baseUrl)).samples, lag), { timeout: 10_000 }).toBe(1);
     const after = (await scrape(server.baseUrl)).samples;
     expect(after.some((s) => s.name === "tenant_registry_cache_entries")).toBe(true);

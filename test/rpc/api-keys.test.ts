@@ -45,11 +45,11 @@ async function insertProject(tenantId: string): Promise<string> {
   return rows[0]!.id;
 }
 
-async function setStatus(tenantId: string, status: "active" | "suspended" | "archived") {
-  await sqlClient.query(
-    "UPDATE tenants SET status = $2::tenant_status, suspension_reason = CASE WHEN $2::text = 'suspended' THEN 'test' ELSE '' END WHERE id = $1",
-    [tenantId, status],
-  );
+// Through the service, not SQL: a change made behind its back reaches a cached answer only by CACHE_TTL.
+async function setStatus(tenantId: string, status: "active" | "suspended") {
+  const api = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+  if (status === "suspended") await api.suspendTenant({ id: tenantId, reason: "test" });
+  else await api.reactivateTenant({ id: tenantId });
 }
 
 async function failure(promise: Promise<unknown>): Promise<ConnectError> {

@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { createApp, type App, type AuthSettings } from "../../src/app.js";
+import { createApp, type App, type AppDeps, type AuthSettings } from "../../src/app.js";
 import { drainAndStop } from "../../src/cli/serve.js";
 import type { CacheSettings } from "../../src/config.js";
 import { loadMigrationPlan } from "../../src/db/migrations.js";
@@ -42,6 +42,7 @@ export type TestServerOptions = {
   readonly limits?: ServerLimits;
   /** How long close() lets calls finish (default 2 s). */
   readonly graceMs?: number;
+  readonly changeListener?: AppDeps["changeListener"];
 };
 
 const TEST_LIMITS: ServerLimits = { ...DEFAULT_LIMITS, maxConnections: 100_000, maxConnectionsPerAddress: 100_000 };

@@ -1,8 +1,8 @@
 import { sql } from "slonik";
 import { z } from "zod";
 import type { ApiKey } from "../../domain/api-key.js";
-import type { Tenant } from "../../domain/tenant.js";
-import { tenantColumns, tenantRow, toTenant, type Db } from "./tenants.js";
+import type { TenantRecord } from "../../domain/entitlement.js";
+import { tenantRecordColumns, tenantRecordRow, toTenantRecord, type Db } from "./tenants.js";
 
 /*
  * Metadata reads never select secret_hash or previous_secret_hash: only the
@@ -160,8 +160,8 @@ export async function rotateApiKeySecret(
   return row && toApiKey(row);
 }
 
-// The tenant's own columns (id, slug, …) plus the key's, prefixed key_ where they would collide.
-const verificationRow = tenantRow.extend({
+// The tenant's own columns (id, slug, …, its grants) plus the key's, prefixed key_ where they would collide.
+const verificationRow = tenantRecordRow.extend({
   key_id: z.guid(),
   project_id: z.guid().nullable(),
   prefix: z.string(),
@@ -175,9 +175,10 @@ const verificationRow = tenantRow.extend({
   last_used_at: z.date().nullable(),
 });
 
-/** A key as VerifyApiKey sees it: hashes to compare, its state, and its tenant. */
+/** A key as VerifyApiKey sees it: hashes to compare, its state (timestamps, judged when read), and its tenant. */
 export type ApiKeyForVerification = {
   readonly id: string;
+  readonly tenantId: string;
   readonly projectId: string | null;
   readonly prefix: string;
   readonly secretHash: Buffer;
@@ -188,40 +189,44 @@ export type ApiKeyForVerification = {
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
   readonly lastUsedAt: Date | null;
-  /** With its products unexpired at `now`. */
-  readonly tenant: Tenant;
 };
 
 /**
  * The hot path of VerifyApiKey: one statement through the two unique prefix
- * indexes (a BitmapOr), joined to the tenant by primary key, with the tenant's
- * products unexpired at `now` aggregated from the (tenant_id, product) index.
- * Usually one row; more only if a prefix were both one key's current and
- * another's previous prefix, which the writers prevent.
+ * indexes (a BitmapOr), joined to the tenant by primary key, with all the
+ * tenant's grants (from the (tenant_id, product) index). Usually one row; more
+ * only if a prefix were both one key's current and another's previous prefix,
+ * which the writers prevent.
  */
-export async function findApiKeysByPrefix(db: Db, prefix: string, now: Date): Promise<ApiKeyForVerification[]> {
+export async function findApiKeysByPrefix(
+  db: Db,
+  prefix: string,
+): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
   // A named prepared statement: planned once per connection, not per call.
-  const rows = await db.any(sql.prepared("api_key_by_prefix", verificationRow)`
+  const rows = await db.any(sql.prepared("api_key_record_by_prefix", verificationRow)`
     SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
            k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
            k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
-           ${tenantColumns(now)}
+           ${tenantRecordColumns}
     FROM api_keys k
     JOIN tenants t ON t.id = k.tenant_id
     WHERE k.prefix = ${prefix} OR k.previous_prefix = ${prefix}`);
   return rows.map((row) => ({
-    id: row.key_id,
-    projectId: row.project_id,
-    prefix: row.prefix,
-    secretHash: row.secret_hash,
-    previousPrefix: row.previous_prefix,
-    previousSecretHash: row.previous_secret_hash,
-    previousExpiresAt: row.previous_expires_at,
-    scopes: row.scopes,
-    expiresAt: row.expires_at,
-    revokedAt: row.revoked_at,
-    lastUsedAt: row.last_used_at,
-    tenant: toTenant(row),
+    key: {
+      id: row.key_id,
+      tenantId: row.id,
+      projectId: row.project_id,
+      prefix: row.prefix,
+      secretHash: row.secret_hash,
+      previousPrefix: row.previous_prefix,
+      previousSecretHash: row.previous_secret_hash,
+      previousExpiresAt: row.previous_expires_at,
+      scopes: row.scopes,
+      expiresAt: row.expires_at,
+      revokedAt: row.revoked_at,
+      lastUsedAt: row.last_used_at,
+    },
+    tenant: toTenantRecord(row),
   }));
 }
 

@@ -1,5 +1,6 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
+import { limitsFromJson, type TenantRecord } from "../../domain/entitlement.js";
 import { FailedPreconditionError, NotFoundError } from "../../domain/errors.js";
 import {
   PRODUCT_CODES,
@@ -28,6 +29,55 @@ export const tenantRow = z.object({
   external_id: z.string().nullable(),
   suspension_reason: z.string(),
 });
+
+/**
+ * A tenant's columns with all its grants (expired ones too) as JSON: product,
+ * expires_at as epoch milliseconds, limits as the jsonb's text (exact int64s).
+ */
+export const tenantRecordColumns = sql.fragment`
+  t.id, t.slug, t.name, t.status, t.plan, t.created_at, t.updated_at, t.metadata, t.external_id, t.suspension_reason,
+  COALESCE(
+    (SELECT json_agg(json_build_object(
+              'product', p.product,
+              'expires_at_ms', floor(extract(epoch FROM p.expires_at) * 1000),
+              'limits', p.limits::text) ORDER BY p.product)
+     FROM tenant_products p WHERE p.tenant_id = t.id),
+    '[]'::json
+  ) AS grants`;
+
+export const tenantRecordRow = tenantRow.omit({ products: true }).extend({
+  grants: z.array(z.object({ product: z.enum(PRODUCT_CODES), expires_at_ms: z.number().nullable(), limits: z.string() })),
+});
+
+export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantRecord {
+  return {
+    id: row.id,
+    slug: row.slug,
+    name: row.name,
+    status: row.status,
+    plan: row.plan,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    metadata: row.metadata,
+    externalId: row.external_id,
+    suspensionReason: row.suspension_reason,
+    grants: row.grants.map((g) => ({
+      product: g.product,
+      expiresAt: g.expires_at_ms === null ? null : new Date(g.expires_at_ms),
+      limits: limitsFromJson(g.limits),
+    })),
+  };
+}
+
+/** A tenant and all its grants, by id or slug: what the hot reads cache. null when there is none. */
+export async function findTenantRecord(db: Db, by: { readonly id: string } | { readonly slug: string }): Promise<TenantRecord | null> {
+  // Named prepared statements: planned once per connection.
+  const row =
+    "id" in by
+      ? await db.maybeOne(sql.prepared("tenant_record_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ${by.id}`)
+      : await db.maybeOne(sql.prepared("tenant_record_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ${by.slug}`);
+  return row && toTenantRecord(row);
+}
 
 export function toTenant(row: z.infer<typeof tenantRow>): Tenant {
   return {

@@ -1,0 +1,137 @@
+import { findApiKeysByPrefix, findApiKeyTenantId, type ApiKeyForVerification } from "../db/queries/api-keys.js";
+import { findEnabledIdpConfigByDomain } from "../db/queries/idp.js";
+import { findTenantRecord, type Db } from "../db/queries/tenants.js";
+import type { EntitlementFacts, TenantRecord } from "../domain/entitlement.js";
+import type { IdpConfig } from "../domain/idp.js";
+import { PRODUCT_CODES, type ProductCode, type Tenant } from "../domain/tenant.js";
+import { cacheKey } from "./change-notice.js";
+import type { CacheNote, Loaded, Put, ReadCache } from "./read-cache.js";
+
+/**
+ * A cached tenant: the stored record, with what the hot paths derive from it
+ * worked out once. Expiries stay timestamps: `at(now)` gives the tenant with
+ * the products unexpired at `now`, reusing the last answer while `now` is in
+ * the span between two expiries where it cannot change.
+ */
+export class CachedTenant {
+  readonly id: string;
+  private readonly entitlements = new Map<ProductCode, NonNullable<EntitlementFacts>>();
+  private memo: { tenant: Tenant; from: number; until: number } | undefined;
+
+  constructor(readonly record: TenantRecord) {
+    this.id = record.id;
+    for (const product of PRODUCT_CODES) {
+      const grant = record.grants.find((g) => g.product === product);
+      this.entitlements.set(product, {
+        tenantId: record.id,
+        tenantStatus: record.status,
+        plan: record.plan,
+        grant: grant ? { expiresAt: grant.expiresAt, limits: grant.limits } : null,
+      });
+    }
+  }
+
+  /** The tenant as it is at `now`: its products are the grants unexpired then. */
+  at(now: Date): Tenant {
+    const t = now.getTime();
+    const memo = this.memo;
+    if (memo && t >= memo.from && t < memo.until) return memo.tenant;
+    let from = -Infinity;
+    let until = Infinity;
+    const products: ProductCode[] = [];
+    for (const grant of this.record.grants) {
+      const expires = grant.expiresAt?.getTime();
+      if (expires === undefined || expires > t) {
+        products.push(grant.product);
+        if (expires !== undefined && expires < until) until = expires;
+      } else if (expires > from) {
+        from = expires;
+      }
+    }
+    const { grants: _grants, ...tenant } = this.record;
+    this.memo = { tenant: { ...tenant, products }, from, until };
+    return this.memo.tenant;
+  }
+
+  /** CheckEntitlement's facts about one product (the reason is judged by the caller, at its `now`). */
+  entitlement(product: ProductCode): NonNullable<EntitlementFacts> {
+    return this.entitlements.get(product)!;
+  }
+}
+
+/**
+ * A cached verification row. `lastNotedAt` is this replica's note of the key's
+ * last use, kept with the row so a cached key is not noted again on every call
+ * (the last_used_at the row was read with goes stale by design).
+ */
+export type CachedApiKey = ApiKeyForVerification & { lastNotedAt: Date | null };
+
+/** A verification row with its tenant, as one cache entry (dropped with the tenant's). */
+export type KeyWithTenant = { readonly key: CachedApiKey; readonly tenant: CachedTenant };
+
+/** ResolveIdp's answer, as one cache entry (dropped with the tenant's). */
+export type IdpRoute = { readonly config: IdpConfig; readonly tenant: CachedTenant };
+
+/**
+ * The hot reads, each answered from the read-through cache when it can be:
+ * one query on a miss (ResolveIdp: two), none on a hit. When the cache is not
+ * serving (off, or its listener down) each is exactly its queries.
+ */
+export type HotReads = {
+  tenantById(id: string, note?: CacheNote): Promise<CachedTenant | null>;
+  tenantBySlug(slug: string, note?: CacheNote): Promise<CachedTenant | null>;
+  /** The keys whose current or previous prefix this is, each with its tenant. */
+  apiKeysByPrefix(prefix: string, note?: CacheNote): Promise<readonly KeyWithTenant[]>;
+  /** Login routing: the enabled IdP config owning the (lowercase) domain, and its tenant. */
+  idpByDomain(domain: string, note?: CacheNote): Promise<IdpRoute | null>;
+  /** The auth interceptor's lookups. */
+  tenantIdBySlug(slug: string): Promise<string | null>;
+  tenantIdOfApiKey(keyId: string): Promise<string | null>;
+};
+
+const NO_KEYS: readonly KeyWithTenant[] = Object.freeze([]);
+
+export function createHotReads(db: Db, cache: ReadCache): HotReads {
+  // Loaders are made once, here, so that a cache hit allocates no closure.
+  const loadTenantById = async (id: string): Promise<Loaded<CachedTenant>> => {
+    const record = await findTenantRecord(db, { id });
+    return { value: record && new CachedTenant(record), tenantId: record?.id };
+  };
+  const loadTenantBySlug = async (slug: string, put: Put): Promise<Loaded<CachedTenant>> => {
+    const record = await findTenantRecord(db, { slug });
+    if (!record) return { value: null, tenantId: undefined };
+    const tenant = new CachedTenant(record);
+    const byId = cacheKey.tenant(tenant.id);
+    put(byId, { value: tenant, tenantId: tenant.id });
+    return { value: tenant, tenantId: tenant.id, dependsOn: [byId] };
+  };
+  const loadApiKeys = async (prefix: string, put: Put): Promise<Loaded<readonly KeyWithTenant[]>> => {
+    const rows = await findApiKeysByPrefix(db, prefix);
+    if (rows.length === 0) return { value: NO_KEYS, tenantId: undefined };
+    const keys = rows.map(({ key, tenant }): KeyWithTenant => {
+      const cached = new CachedTenant(tenant);
+      put(cacheKey.tenant(tenant.id), { value: cached, tenantId: tenant.id });
+      return { key: { ...key, lastNotedAt: null }, tenant: cached };
+    });
+    return { value: keys, tenantId: keys[0]!.tenant.id, dependsOn: keys.map((k) => cacheKey.tenant(k.tenant.id)) };
+  };
+  const loadIdpRoute = async (domain: string): Promise<Loaded<IdpRoute>> => {
+    const config = await findEnabledIdpConfigByDomain(db, domain);
+    const record = config && (await findTenantRecord(db, { id: config.tenantId }));
+    if (!config || !record) return { value: null, tenantId: undefined };
+    return { value: { config, tenant: new CachedTenant(record) }, tenantId: record.id, dependsOn: [cacheKey.tenant(record.id)] };
+  };
+  const loadKeyTenant = async (keyId: string): Promise<Loaded<string>> => {
+    const tenantId = await findApiKeyTenantId(db, keyId);
+    return { value: tenantId, tenantId: tenantId ?? undefined };
+  };
+
+  return {
+    tenantById: (id, note) => cache.read(cacheKey.tenant(id), loadTenantById, id, note),
+    tenantBySlug: (slug, note) => cache.read(cacheKey.slug(slug), loadTenantBySlug, slug, note),
+    apiKeysByPrefix: async (prefix, note) => (await cache.read(cacheKey.apiKeyPrefix(prefix), loadApiKeys, prefix, note)) ?? NO_KEYS,
+    idpByDomain: (domain, note) => cache.read(cacheKey.emailDomain(domain), loadIdpRoute, domain, note),
+    tenantIdBySlug: async (slug) => (await cache.read(cacheKey.slug(slug), loadTenantBySlug, slug))?.id ?? null,
+    tenantIdOfApiKey: (keyId) => cache.read(cacheKey.apiKeyTenant(keyId), loadKeyTenant, keyId),
+  };
+}
