@@ -69,8 +69,11 @@ describe("when the change listener's connection is killed", () => {
 
     // Back: nothing from before the outage is served (the first read is a miss), and notices flow again.
     await serverB.app.changes.whenConnected(10_000);
+    const seen: string[] = [];
+    const stop = serverB.app.changes.subscribe((n) => n && seen.push(n.action));
     await a.reactivateTenant({ id: tenant.id });
-    await vi.waitFor(() => expect(serverB.app.cacheStats.listenerConnected).toBe(true));
+    await vi.waitFor(() => expect(seen).toContain("tenant.reactivate"), { timeout: 2_000, interval: 2 });
+    stop();
     const { misses } = serverB.app.cacheStats;
     expect(await reason(tenant.slug)).toBe("ENTITLED");
     expect(serverB.app.cacheStats.misses).toBe(misses + 1);

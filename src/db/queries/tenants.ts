@@ -51,16 +51,7 @@ export const tenantRecordRow = tenantRow.omit({ products: true }).extend({
 
 export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantRecord {
   return {
-    id: row.id,
-    slug: row.slug,
-    name: row.name,
-    status: row.status,
-    plan: row.plan,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    metadata: row.metadata,
-    externalId: row.external_id,
-    suspensionReason: row.suspension_reason,
+    ...tenantFields(row),
     grants: row.grants.map((g) => ({
       product: g.product,
       expiresAt: g.expires_at_ms === null ? null : new Date(g.expires_at_ms),
@@ -79,20 +70,24 @@ export async function findTenantRecord(db: Db, by: { readonly id: string } | { r
   return row && toTenantRecord(row);
 }
 
-export function toTenant(row: z.infer<typeof tenantRow>): Tenant {
+/** A tenant's own columns, as the domain names them (everything but its products). */
+function tenantFields(row: Omit<z.infer<typeof tenantRow>, "products">): Omit<Tenant, "products"> {
   return {
     id: row.id,
     slug: row.slug,
     name: row.name,
     status: row.status,
     plan: row.plan,
-    products: row.products,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     metadata: row.metadata,
     externalId: row.external_id,
     suspensionReason: row.suspension_reason,
   };
+}
+
+export function toTenant(row: z.infer<typeof tenantRow>): Tenant {
+  return { ...tenantFields(row), products: row.products };
 }
 
 /**
