@@ -292,6 +292,7 @@ const CHANGES_NO_HOT_ANSWER: Readonly<Record<string, string>> = {
   createProject: "projects are in no hot answer",
   updateProject: "keys name their project by id only",
   recordAuditEvents: "audit events are in no hot answer",
+  getAuditCheckpoint: "stores a signed audit checkpoint, which is in no hot answer",
   verifyApiKey: "writes only last_used_at, which VerifyApiKey does not answer",
   // Publishes a notice (checked below), but its prefix and id cannot be asked about before it exists.
   createApiKey: "a new key's prefix and id are unguessable: asserted on its notice instead",
