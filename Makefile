@@ -140,8 +140,8 @@ test: $(DEPS_STAMP) check-generated lint typecheck build protos ## everything CI
 test-short: $(DEPS_STAMP) ## tests that need no database
 	vitest run --project unit
 
-bench: build ## hot-path benchmark: ratios against baselines measured in the same run
-	node dist/test/bench/hot-paths.js
+bench: build ## load benchmark (BENCH_QUICK=1 for < 2 min): ratios to baselines measured in the same run
+	node dist/test/bench/run.js
 
 migrate-up: build ## apply pending migrations to DATABASE_URL
 	$(MAIN) migrate up

@@ -1,0 +1,51 @@
+/**
+ * The benchmark's knobs, read once from the environment by run.ts and passed to
+ * every section. BENCH_QUICK=1 trades precision for a run under two minutes.
+ */
+export type BenchConfig = {
+  readonly quick: boolean;
+  /** An existing PostgreSQL (admin URL: the bench creates and drops its own databases there). */
+  readonly databaseUrl: string | undefined;
+  /** Only these sections (BENCH_SECTIONS=hot-reads,cold-start), in registry order. */
+  readonly sections: readonly string[] | undefined;
+  /** Load per measured cell, after `warmupMs` of the same load that is not counted. */
+  readonly cellMs: number;
+  readonly warmupMs: number;
+  readonly concurrencies: readonly number[];
+  /** Rows for the "cost grows with data" sections: the small and the large data set. */
+  readonly smallRows: number;
+  readonly largeRows: number;
+  /** Revocations timed across two replicas. */
+  readonly revocations: number;
+  /** CPU for servers under test and CPU for the generator, when the machine has two and taskset exists. */
+  readonly serverCpu: number | undefined;
+  readonly generatorCpu: number | undefined;
+  /** Use h2load for gRPC when it is installed (BENCH_H2LOAD=off forces the connect-node generator). */
+  readonly h2load: boolean;
+};
+
+export function loadBenchConfig(env: Record<string, string | undefined>, cpus: number, hasTaskset: boolean): BenchConfig {
+  const quick = env["BENCH_QUICK"] === "1" || env["BENCH_QUICK"] === "true";
+  const pinned = hasTaskset && cpus >= 2;
+  const number = (name: string, fallback: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}: expected a positive number, got "${raw}"`);
+    return value;
+  };
+  return {
+    quick,
+    databaseUrl: env["BENCH_DATABASE_URL"] || undefined,
+    sections: env["BENCH_SECTIONS"] ? env["BENCH_SECTIONS"].split(",").map((s) => s.trim()).filter(Boolean) : undefined,
+    cellMs: number("BENCH_CELL_MS", quick ? 1_000 : 3_000),
+    warmupMs: number("BENCH_WARMUP_MS", quick ? 300 : 1_000),
+    concurrencies: quick ? [16] : [1, 16, 64],
+    smallRows: 10_000,
+    largeRows: quick ? 10_000 : 1_000_000,
+    revocations: number("BENCH_REVOCATIONS", quick ? 50 : 200),
+    serverCpu: pinned ? 0 : undefined,
+    generatorCpu: pinned ? 1 : undefined,
+    h2load: env["BENCH_H2LOAD"] !== "off",
+  };
+}

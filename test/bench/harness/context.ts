@@ -1,0 +1,87 @@
+import type { BenchConfig } from "./config.js";
+import type { LoadResult } from "./load.js";
+import type { BenchPostgres } from "./postgres.js";
+import type { BenchProcess, ProcessRegistry } from "./processes.js";
+import type { Report } from "./report.js";
+
+/** What every section gets: the knobs, the report, the database server and the process registry. */
+export type BenchContext = {
+  readonly config: BenchConfig;
+  readonly report: Report;
+  readonly postgres: BenchPostgres;
+  readonly processes: ProcessRegistry;
+};
+
+/**
+ * One section of `make bench`: a module under test/bench/sections/ registered in
+ * sections/index.ts. It starts what it needs through the context (so the runner can
+ * stop it all), bounds every loop in count and time, and reports through `report`,
+ * saying `notMeasured` for anything it could not measure.
+ */
+export type BenchSection = {
+  readonly id: string;
+  readonly title: string;
+  run(ctx: BenchContext): Promise<void>;
+};
+
+export type AppOptions = {
+  readonly name: string;
+  readonly databaseUrl: string;
+  /** CACHE=on|off for the service's in-process cache. */
+  readonly cache: boolean;
+  readonly env?: Readonly<Record<string, string>>;
+};
+
+/**
+ * The service itself, as production runs it (dist/src/main.js serve), on the server
+ * CPU. Auth is off (AUTH_MODE=none, dev) so that a cell measures the call path, not a
+ * token issuer; logging stays at info, as in production, into /dev/null.
+ */
+export function startApp(ctx: BenchContext, options: AppOptions): Promise<BenchProcess> {
+  return ctx.processes.start({
+    name: options.name,
+    script: "dist/src/main.js",
+    args: ["serve"],
+    cpu: ctx.config.serverCpu,
+    env: {
+      APP_ENV: "dev",
+      AUTH_MODE: "none",
+      DATABASE_URL: options.databaseUrl,
+      MIGRATE_ON_START: "false",
+      LOG_LEVEL: "info",
+      SHUTDOWN_GRACE_PERIOD: "1",
+      CACHE: options.cache ? "on" : "off",
+      ...options.env,
+    },
+  });
+}
+
+export type CellResult = {
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  /** Server CPU (user + system, all threads) per successful call, µs. */
+  readonly cpuPerCall: number | undefined;
+  readonly rssBytes: number | undefined;
+  readonly ok: number;
+  readonly failed: number;
+};
+
+/** A warm-up run that is thrown away, then the measured run with the server's CPU read around it. */
+export async function measureCell(server: BenchProcess, load: (durationMs: number) => Promise<LoadResult>, config: BenchConfig): Promise<CellResult> {
+  await load(config.warmupMs);
+  const cpuBefore = server.cpuMicros();
+  const result = await load(config.cellMs);
+  const cpuAfter = server.cpuMicros();
+  const rssBytes = server.rssBytes();
+  const { p50, p99 } = result.latencies.summary();
+  return {
+    rps: result.ok / result.seconds,
+    p50,
+    p99,
+    cpuPerCall: cpuBefore === undefined || cpuAfter === undefined || result.ok === 0 ? undefined : (cpuAfter - cpuBefore) / result.ok,
+    rssBytes,
+    ok: result.ok,
+    failed: result.failed,
+  };
+}

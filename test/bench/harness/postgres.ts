@@ -1,0 +1,79 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { startEmbeddedPostgres } from "../../../src/db/embedded.js";
+import { connectWithRetry, migrateUp } from "../../../src/db/migrations.js";
+
+/**
+ * The bench's PostgreSQL: embedded and started here unless BENCH_DATABASE_URL names
+ * a server (an admin URL). Either way every database the bench creates is its own,
+ * named bench_<pid>_<name>, and dropped again by `close()`.
+ */
+export type BenchPostgres = {
+  /** A fresh database with every migration applied; its URL. */
+  createDatabase(name: string): Promise<string>;
+  dropDatabase(url: string): Promise<void>;
+  /** Drops every database still open, stops the embedded server, removes its files. */
+  close(): Promise<void>;
+};
+
+export async function startBenchPostgres(adminUrl: string | undefined): Promise<BenchPostgres> {
+  let stopEmbedded = async () => {};
+  if (adminUrl === undefined) {
+    const dataDir = await mkdtemp(join(tmpdir(), "tenant-registry-bench-pg-"));
+    const embedded = await startEmbeddedPostgres({ dataDir, database: "bench", persistent: false });
+    adminUrl = embedded.adminUrl;
+    stopEmbedded = async () => {
+      await embedded.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    };
+  }
+  const admin = new URL(adminUrl);
+  const created = new Set<string>();
+
+  const adminQuery = async (text: string) => {
+    const client = new pg.Client({ connectionString: adminUrl });
+    await client.connect();
+    try {
+      await client.query(text);
+    } finally {
+      await client.end();
+    }
+  };
+  const nameOf = (url: string) => decodeURIComponent(new URL(url).pathname.slice(1));
+
+  const self: BenchPostgres = {
+    async createDatabase(name) {
+      const database = `bench_${process.pid}_${name.replace(/[^a-z0-9_]/gi, "_")}`.toLowerCase();
+      await adminQuery(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+      await adminQuery(`CREATE DATABASE "${database}"`);
+      const url = new URL(admin);
+      url.pathname = `/${database}`;
+      created.add(url.toString());
+      const client = await connectWithRetry(url.toString(), 10_000, () => {});
+      try {
+        await migrateUp(client, () => {});
+      } finally {
+        await client.end();
+      }
+      return url.toString();
+    },
+    async dropDatabase(url) {
+      // FORCE: a server process killed mid-run may still hold a connection for a moment.
+      await adminQuery(`DROP DATABASE IF EXISTS "${nameOf(url).replaceAll('"', '""')}" WITH (FORCE)`);
+      created.delete(url);
+    },
+    async close() {
+      for (const url of [...created]) {
+        try {
+          await self.dropDatabase(url);
+        } catch (error) {
+          console.error(`bench: could not drop ${nameOf(url)}: ${(error as Error).message}`);
+        }
+      }
+      await stopEmbedded();
+    },
+  };
+  return self;
+}

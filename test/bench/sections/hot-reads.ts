@@ -1,0 +1,217 @@
+import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import type { CommonQueryMethods } from "slonik";
+import { ProductCode } from "../../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
+import {
+  CheckEntitlementRequestSchema,
+  GetTenantBySlugRequestSchema,
+  TenantRegistryService,
+  VerifyApiKeyRequestSchema,
+} from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { loadConfig } from "../../../src/config.js";
+import { parseApiKeyToken } from "../../../src/domain/api-key.js";
+import { findApiKeysByPrefix } from "../../../src/db/queries/api-keys.js";
+import { findEntitlementFacts } from "../../../src/db/queries/entitlements.js";
+import { findTenantBySlug } from "../../../src/db/queries/tenants.js";
+import { ACME } from "../../../src/db/seed.js";
+import { measureCell, startApp, type BenchSection, type CellResult } from "../harness/context.js";
+import { grpcLoad, http1Load, type GrpcLoadSpec, type HttpRequestSpec } from "../harness/load.js";
+import { hasCommand, type BenchProcess } from "../harness/processes.js";
+import { fmt, type Cell } from "../harness/report.js";
+
+type Registry = Client<typeof TenantRegistryService>;
+type Statement = { name: string; text: string; values: unknown[] };
+
+/** One hot read, in each shape a sibling may send it. */
+type HotRead = {
+  readonly name: string;
+  readonly rest: HttpRequestSpec;
+  readonly connect: HttpRequestSpec;
+  readonly grpc: GrpcLoadSpec;
+  /** The route of baseline (b) that runs this read's statement. */
+  readonly pgRoute: string;
+  /** True when an answer is the one this read should give (checked once per server before loading it). */
+  check(client: Registry): Promise<boolean>;
+};
+
+const SERVICE = TenantRegistryService.typeName;
+const json = { "content-type": "application/json", "connect-protocol-version": "1" };
+
+function connectJson(method: string, body: unknown): HttpRequestSpec {
+  return { method: "POST", path: `/${SERVICE}/${method}`, headers: json, body: JSON.stringify(body) };
+}
+
+function grpc<Desc extends DescMessage>(method: string, schema: Desc, init: MessageInitShape<Desc>, call: GrpcLoadSpec["call"]): GrpcLoadSpec {
+  return { path: `/${SERVICE}/${method}`, request: toBinary(schema, create(schema, init)), call };
+}
+
+function hotReads(secret: string): HotRead[] {
+  return [
+    {
+      name: "GetTenantBySlug",
+      rest: { method: "GET", path: `/v1/tenants/by-slug/${ACME.slug}` },
+      connect: connectJson("GetTenantBySlug", { slug: ACME.slug }),
+      grpc: grpc("GetTenantBySlug", GetTenantBySlugRequestSchema, { slug: ACME.slug }, (c) => c.getTenantBySlug({ slug: ACME.slug })),
+      pgRoute: "/tenant",
+      check: async (c) => (await c.getTenantBySlug({ slug: ACME.slug })).tenant?.slug === ACME.slug,
+    },
+    {
+      name: "CheckEntitlement",
+      rest: { method: "GET", path: `/v1/entitlements:check?tenant=${ACME.slug}&product=certifai` },
+      connect: connectJson("CheckEntitlement", { tenant: ACME.slug, product: "PRODUCT_CODE_CERTIFAI" }),
+      grpc: grpc("CheckEntitlement", CheckEntitlementRequestSchema, { tenant: ACME.slug, product: ProductCode.CERTIFAI }, (c) =>
+        c.checkEntitlement({ tenant: ACME.slug, product: ProductCode.CERTIFAI }),
+      ),
+      pgRoute: "/entitlement",
+      check: async (c) => (await c.checkEntitlement({ tenant: ACME.slug, product: ProductCode.CERTIFAI })).entitled,
+    },
+    {
+      name: "VerifyApiKey",
+      rest: { method: "POST", path: "/v1/api-keys:verify", headers: json, body: JSON.stringify({ key: secret }) },
+      connect: connectJson("VerifyApiKey", { key: secret }),
+      grpc: grpc("VerifyApiKey", VerifyApiKeyRequestSchema, { key: secret }, (c) => c.verifyApiKey({ key: secret })),
+      pgRoute: "/api-key",
+      check: async (c) => (await c.verifyApiKey({ key: secret })).valid,
+    },
+  ];
+}
+
+/**
+ * The statement a data-access function sends, taken from the function itself (run
+ * against a recorder instead of a pool) so that baseline (b) runs exactly our SQL,
+ * whatever it becomes.
+ */
+export async function captureStatement(name: string, run: (db: CommonQueryMethods) => Promise<unknown>): Promise<Statement> {
+  let captured: { sql: string; values: readonly unknown[]; name?: string } | undefined;
+  const recorder = new Proxy({} as CommonQueryMethods, {
+    get: (_target, method) => async (query: typeof captured) => {
+      captured ??= query;
+      return method === "any" || method === "many" || method === "anyFirst" || method === "manyFirst" ? [] : null;
+    },
+  });
+  await run(recorder).catch(() => {});
+  if (!captured) throw new Error(`${name}: the data-access function sent no query`);
+  // Slonik numbers its placeholders $slonik_N and renames them to $N just before sending.
+  const text = captured.sql.replace(/\$slonik_(\d+)/g, "$$$1");
+  return { name: captured.name ?? `bench_${name}`, text, values: [...captured.values] };
+}
+
+type Protocol = "rest" | "connect" | "grpc";
+const PROTOCOLS: readonly { id: Protocol; label: string }[] = [
+  { id: "rest", label: "REST" },
+  { id: "connect", label: "Connect JSON" },
+  { id: "grpc", label: "gRPC" },
+];
+
+export const hotReadsSection: BenchSection = {
+  id: "hot-reads",
+  title: "Hot reads under load: GetTenantBySlug, CheckEntitlement, VerifyApiKey",
+  async run(ctx) {
+    const { config, report } = ctx;
+    const useH2load = config.h2load && hasCommand("h2load");
+    const databaseUrl = await ctx.postgres.createDatabase("hot");
+    const cacheOn = await startApp(ctx, { name: "app (cache on)", databaseUrl, cache: true });
+    const cacheOff = await startApp(ctx, { name: "app (cache off)", databaseUrl, cache: false });
+    const admin = createClient(TenantRegistryService, createGrpcTransport({ baseUrl: cacheOn.baseUrl }));
+    const { secret } = await admin.createApiKey({ tenantId: ACME.id, name: "bench" });
+    const prefix = parseApiKeyToken(secret)!.prefix;
+
+    const statements = {
+      "/tenant": await captureStatement("tenant_by_slug", (db) => findTenantBySlug(db, ACME.slug)),
+      "/entitlement": await captureStatement("entitlement", (db) => findEntitlementFacts(db, { slug: ACME.slug }, "certifai")),
+      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefix(db, prefix, new Date())),
+    };
+    const fixed = await ctx.processes.start({ name: "(a) node:http fixed JSON", script: "dist/test/bench/servers/fixed-json.js", cpu: config.serverCpu });
+    const rawPg = await ctx.processes.start({
+      name: "(b) node:http + pg",
+      script: "dist/test/bench/servers/pg-select.js",
+      cpu: config.serverCpu,
+      env: { DATABASE_URL: databaseUrl, BENCH_QUERIES: JSON.stringify(statements) },
+    });
+    const bare = await ctx.processes.start({ name: "(c) bare connect-node", script: "dist/test/bench/servers/bare-connect.js", cpu: config.serverCpu });
+
+    report.note(
+      `server processes on CPU ${config.serverCpu ?? "any (no taskset or one CPU)"}, generator and PostgreSQL on CPU ${config.generatorCpu ?? "any"}; ` +
+        `${config.warmupMs} ms warm-up + ${config.cellMs} ms per cell; HTTP/1.1 load from autocannon (one request in flight per connection), ` +
+        `gRPC from ${useH2load ? "h2load" : "a connect-node client (h2load not installed)"} (one h2c connection, N calls in flight)`,
+    );
+    report.note("auth off (AUTH_MODE=none) so a cell measures the call path, not a token issuer; LOG_LEVEL=info as in production");
+    report.note(`cache on/off: CACHE=on|off; ${cacheFeatureNote()}`);
+
+    const reads = hotReads(secret);
+    const clients = new Map<BenchProcess, Registry>();
+    const clientOf = (server: BenchProcess) => {
+      let client = clients.get(server);
+      if (!client) clients.set(server, (client = createClient(TenantRegistryService, createGrpcTransport({ baseUrl: server.baseUrl }))));
+      return client;
+    };
+    const connectClient = (server: BenchProcess) =>
+      createClient(TenantRegistryService, createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1", useBinaryFormat: false }));
+
+    for (const read of reads) {
+      if (!(await read.check(clientOf(cacheOn))) || !(await read.check(connectClient(cacheOff))) || !(await read.check(clientOf(bare)))) {
+        throw new Error(`${read.name}: a server did not give the expected answer; refusing to measure errors`);
+      }
+    }
+
+    const load = (server: BenchProcess, read: HotRead, protocol: Protocol, concurrency: number) => (ms: number) =>
+      protocol === "grpc" ? grpcLoad(server.baseUrl, read.grpc, concurrency, ms, useH2load) : http1Load(server.baseUrl, protocol === "rest" ? read.rest : read.connect, concurrency, ms);
+
+    for (const concurrency of config.concurrencies) {
+      const a = await measureCell(fixed, (ms) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms), config);
+      for (const read of reads) {
+        const b = await measureCell(rawPg, (ms) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms), config);
+        const c = {
+          connect: await measureCell(bare, load(bare, read, "connect", concurrency), config),
+          grpc: await measureCell(bare, load(bare, read, "grpc", concurrency), config),
+        };
+        const rows: Cell[][] = [
+          row("(a) node:http, fixed JSON", a, b, undefined),
+          row("(b) node:http + pg, same SELECT", b, b, undefined),
+          row("(c) bare connect-node, Connect JSON", c.connect, b, c.connect),
+          row("(c) bare connect-node, gRPC", c.grpc, b, c.grpc),
+        ];
+        for (const [server, label] of [[cacheOn, "cache on"], [cacheOff, "cache off"]] as const) {
+          for (const protocol of PROTOCOLS) {
+            const cell = await measureCell(server, load(server, read, protocol.id, concurrency), config);
+            rows.push(row(`${protocol.label}, ${label}`, cell, b, protocol.id === "grpc" ? c.grpc : c.connect));
+          }
+        }
+        report.table(`${read.name}, concurrency ${concurrency}`, COLUMNS, rows);
+      }
+    }
+    report.note("÷(b), ÷(c): this row's figure over the baseline's in the same run; (c) is the same protocol (REST compares with Connect JSON); req/s higher is better, CPU and RSS lower");
+    report.notMeasured("RSS at c=64 with 100k API keys cached", "needs 100k distinct keys under load; not built yet");
+
+    for (const server of [cacheOn, cacheOff, fixed, rawPg, bare]) await server.stop();
+    await ctx.postgres.dropDatabase(databaseUrl);
+  },
+};
+
+const COLUMNS = ["server / protocol", "req/s", "p50 ms", "p99 ms", "CPU µs/call", "RSS MB", "req/s ÷(b)", "req/s ÷(c)", "CPU ÷(b)", "CPU ÷(c)", "RSS ÷(c)", "errors"];
+
+function row(label: string, cell: CellResult, b: CellResult, c: CellResult | undefined): Cell[] {
+  return [
+    label,
+    fmt.int(cell.rps),
+    fmt.ms(cell.p50),
+    fmt.ms(cell.p99),
+    fmt.int(cell.cpuPerCall),
+    fmt.mb(cell.rssBytes),
+    fmt.ratio(cell.rps, b.rps),
+    c ? fmt.ratio(cell.rps, c.rps) : "",
+    fmt.ratio(cell.cpuPerCall, b.cpuPerCall),
+    c ? fmt.ratio(cell.cpuPerCall, c.cpuPerCall) : "",
+    c ? fmt.ratio(cell.rssBytes, c.rssBytes) : "",
+    cell.failed,
+  ];
+}
+
+/** Whether the build has a cache the CACHE switch turns on (the cache helper's work): say so rather than imply a difference. */
+function cacheFeatureNote(): string {
+  const config = loadConfig({ APP_ENV: "dev" }) as unknown as Record<string, unknown>;
+  return Object.keys(config).some((key) => /cache/i.test(key))
+    ? "this build has a cache setting: on and off run different code"
+    : "this build has no cache setting yet, so on and off run the same code";
+}
