@@ -152,3 +152,39 @@ export async function sequential(fn: () => Promise<unknown>, count: number, maxM
   }
   return latencies;
 }
+
+/** HTTP/1.1 load running in the background until `stop()` (or `maxMs`, whichever is first). */
+export function backgroundHttp1Load(baseUrl: string, spec: HttpRequestSpec, connections: number, maxMs: number): { stop(): Promise<{ ok: number; failed: number; seconds: number }> } {
+  let ok = 0;
+  let failed = 0;
+  let stopper = () => {};
+  const done = new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: baseUrl + spec.path,
+        method: spec.method,
+        headers: { ...spec.headers },
+        ...(spec.body === undefined ? {} : { body: spec.body }),
+        connections,
+        duration: maxMs / 1000,
+        timeout: 10,
+      },
+      (error, result) => (error ? reject(error) : resolve(result)),
+    );
+    instance.on("response", (...args: unknown[]) => {
+      const statusCode = args[1] as number;
+      if (statusCode >= 200 && statusCode < 300) ok++;
+      else failed++;
+    });
+    stopper = () => instance.stop();
+  });
+  // Surfaced by stop(); never an unhandled rejection in between.
+  done.catch(() => {});
+  return {
+    async stop() {
+      stopper();
+      const result = await done;
+      return { ok, failed: failed + result.errors, seconds: result.duration };
+    },
+  };
+}

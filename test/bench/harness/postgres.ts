@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,8 +25,12 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
     const dataDir = await mkdtemp(join(tmpdir(), "tenant-registry-bench-pg-"));
     const embedded = await startEmbeddedPostgres({ dataDir, database: "bench", persistent: false });
     adminUrl = embedded.adminUrl;
+    // If the bench dies, the embedded server dies with it (src/db/embedded.ts); its files go too.
+    const removeFiles = () => rmSync(dataDir, { recursive: true, force: true });
+    process.once("exit", removeFiles);
     stopEmbedded = async () => {
       await embedded.stop();
+      process.removeListener("exit", removeFiles);
       await rm(dataDir, { recursive: true, force: true });
     };
   }

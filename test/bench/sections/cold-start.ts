@@ -1,0 +1,64 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { freePort } from "../../../src/db/embedded.js";
+import { PACKAGE_ROOT } from "../../../src/paths.js";
+import type { BenchSection } from "../harness/context.js";
+import { waitForHttp200 } from "../harness/processes.js";
+import { median } from "../harness/stats.js";
+import { fmt } from "../harness/report.js";
+
+/**
+ * Issue 12: spawn → first 200 on /readyz, as an orchestrator sees a new replica:
+ * production settings (stage, OIDC, migrations already applied by the init
+ * container), an external (already running) database, against a bare node:http server.
+ */
+export const coldStartSection: BenchSection = {
+  id: "cold-start",
+  title: "Cold start: spawn → first 200 on /readyz",
+  async run(ctx) {
+    const url = await ctx.postgres.createDatabase("cold");
+    const runs = ctx.config.quick ? 3 : 7;
+    const time = async (script: string, env: Record<string, string>) => {
+      const samples: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const port = await freePort();
+        const started = performance.now();
+        const [command, ...args] = ctx.config.serverCpu === undefined ? [process.execPath, join(PACKAGE_ROOT, script)] : ["taskset", "-c", String(ctx.config.serverCpu), process.execPath, join(PACKAGE_ROOT, script)];
+        const child = spawn(command!, [...args, "serve"], {
+          cwd: PACKAGE_ROOT,
+          env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", ...env, PORT: String(port), ADDR: `127.0.0.1:${port}` },
+          stdio: "ignore",
+        });
+        try {
+          await waitForHttp200(`http://127.0.0.1:${port}/readyz`, 30_000, child);
+          samples.push(performance.now() - started);
+        } finally {
+          const exited = new Promise((resolve) => child.once("exit", resolve));
+          child.kill("SIGTERM");
+          const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+          await exited;
+          clearTimeout(timer);
+        }
+      }
+      return samples;
+    };
+    const app = await time("dist/src/main.js", {
+      APP_ENV: "stage",
+      AUTH_MODE: "oidc",
+      // Never contacted before the first token arrives; readiness is the database and its schema.
+      KEYCLOAK_ISSUER: "http://127.0.0.1:9/realms/bench",
+      DATABASE_URL: url,
+      LOG_LEVEL: "info",
+    });
+    const bare = await time("dist/test/bench/servers/fixed-json.js", {});
+    ctx.report.table(
+      `median of ${runs} starts (target: the service < 1 s)`,
+      ["process", "median ms", "min ms", "max ms", "÷ bare"],
+      [
+        ["tenant-registry serve (stage, external DB)", fmt.int(median(app)), fmt.int(Math.min(...app)), fmt.int(Math.max(...app)), fmt.ratio(median(app), median(bare))],
+        ["bare node:http server", fmt.int(median(bare)), fmt.int(Math.min(...bare)), fmt.int(Math.max(...bare)), "1.00×"],
+      ],
+    );
+    await ctx.postgres.dropDatabase(url);
+  },
+};
