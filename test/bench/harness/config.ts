@@ -12,7 +12,7 @@ export type BenchConfig = {
   readonly cellMs: number;
   readonly warmupMs: number;
   readonly concurrencies: readonly number[];
-  /** Rows for the "cost grows with data" sections: the small and the large data set. */
+  /** Rows for the "cost grows with data" sections: the small and the large data set (BENCH_ROWS sets the large). */
   readonly smallRows: number;
   readonly largeRows: number;
   /** Revocations timed across two replicas. */
@@ -41,8 +41,8 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     cellMs: number("BENCH_CELL_MS", quick ? 1_000 : 3_000),
     warmupMs: number("BENCH_WARMUP_MS", quick ? 300 : 1_000),
     concurrencies: quick ? [16] : [1, 16, 64],
-    smallRows: 10_000,
-    largeRows: quick ? 10_000 : 1_000_000,
+    smallRows: Math.min(number("BENCH_ROWS", 10_000), 10_000),
+    largeRows: number("BENCH_ROWS", quick ? 10_000 : 1_000_000),
     revocations: number("BENCH_REVOCATIONS", quick ? 50 : 200),
     serverCpu: pinned ? 0 : undefined,
     generatorCpu: pinned ? 1 : undefined,

@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
+import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
+import { findTenantBySlug } from "../../src/db/queries/tenants.js";
+import { loadBenchConfig } from "../bench/harness/config.js";
+import { Report } from "../bench/harness/report.js";
+import { Latencies } from "../bench/harness/stats.js";
+import { captureStatement } from "../bench/sections/hot-reads.js";
+
+describe("bench harness pieces (no timings)", () => {
+  it("takes percentiles by nearest rank", () => {
+    const latencies = new Latencies();
+    for (let ms = 100; ms >= 1; ms--) latencies.record(ms);
+    expect(latencies.count).toBe(100);
+    expect(latencies.summary()).toEqual({ p50: 50, p99: 99, p100: 100 });
+    expect(new Latencies().summary().p50).toBeNaN();
+  });
+
+  it("stays bounded past its sample limit and still counts every sample", () => {
+    const latencies = new Latencies(10);
+    for (let i = 0; i < 1_000; i++) latencies.record(5);
+    expect(latencies.count).toBe(1_000);
+    expect(latencies.summary().p100).toBe(5);
+  });
+
+  it("gives baseline (b) our hot reads' own SQL, with PostgreSQL placeholders and statement names", async () => {
+    for (const statement of [
+      await captureStatement("t", (db) => findTenantBySlug(db, "acme")),
+      await captureStatement("e", (db) => findEntitlementFacts(db, { slug: "acme" }, "certifai")),
+      await captureStatement("k", (db) => findApiKeysByPrefix(db, "trk_abcdefabcdef", new Date())),
+    ]) {
+      expect(statement.text).toMatch(/^\s*SELECT/);
+      expect(statement.text).not.toContain("$slonik_");
+      expect(statement.text).toContain("$1");
+      expect(statement.values.length).toBeGreaterThan(0);
+      expect(statement.name).toMatch(/^[a-z_]+$/);
+    }
+  });
+
+  it("quick mode has fewer cells and smaller data than the full run", () => {
+    const full = loadBenchConfig({}, 2, true);
+    const quick = loadBenchConfig({ BENCH_QUICK: "1" }, 2, true);
+    expect(full.concurrencies).toEqual([1, 16, 64]);
+    expect(quick.concurrencies.length).toBeLessThan(full.concurrencies.length);
+    expect(full.largeRows).toBe(1_000_000);
+    expect(quick.largeRows).toBe(10_000);
+    expect(quick.cellMs).toBeLessThan(full.cellMs);
+    expect([full.serverCpu, full.generatorCpu]).toEqual([0, 1]);
+    expect(loadBenchConfig({}, 1, true).serverCpu).toBeUndefined();
+    expect(() => loadBenchConfig({ BENCH_CELL_MS: "soon" }, 2, true)).toThrow(/BENCH_CELL_MS/);
+  });
+
+  it("prints tables aligned and says n/a, never a number, for a missing figure", () => {
+    const lines: string[] = [];
+    const report = new Report((line) => lines.push(line));
+    report.section("s");
+    report.table("t", ["name", "req/s"], [["a", "1,000"], ["bb", undefined]]);
+    report.notMeasured("x", "feature absent");
+    expect(lines).toContain("    a     1,000");
+    expect(lines).toContain("    bb      n/a");
+    expect(lines).toContain("  not measured: x (feature absent)");
+  });
+});
