@@ -64,7 +64,7 @@ it("make bench runs every section against real servers, reports figures and leav
   }
   const propagation = tables.find((t) => /revocations through A/.test(t.title!))!;
   expect(propagation.rows![0]!.slice(0, 3)).toEqual([5, 5, 0]);
-  for (const title of [/^ListTenants/, /^ListAuditEvents/, /events, oldest first/, /^median of/]) {
+  for (const title of [/^VerifyApiKey over .* distinct keys/, /^ListTenants/, /^ListAuditEvents/, /events, oldest first/, /^gRPC, sequential or N calls/, /^median of/]) {
     expect(tables.some((t) => title.test(t.title!)), String(title)).toBe(true);
   }
 

@@ -26,6 +26,8 @@ export type HttpRequestSpec = {
   readonly path: string;
   readonly headers?: Readonly<Record<string, string>>;
   readonly body?: string;
+  /** A body per request instead of `body` (e.g. cycling through many API keys). */
+  readonly nextBody?: () => string;
 };
 
 /** HTTP/1.1 load from autocannon: `connections` keep-alive connections, one request in flight each. */
@@ -41,6 +43,9 @@ export async function http1Load(baseUrl: string, spec: HttpRequestSpec, connecti
     method: spec.method,
     headers: { ...spec.headers },
     ...(spec.body === undefined ? {} : { body: spec.body }),
+    ...(spec.nextBody === undefined
+      ? {}
+      : { requests: [{ method: spec.method, path: spec.path, headers: { ...spec.headers }, setupRequest: (req: autocannon.Request) => ({ ...req, body: spec.nextBody!() }) }] }),
     connections,
     pipelining: 1,
     duration: durationMs / 1000,

