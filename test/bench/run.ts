@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { loadBenchConfig } from "./harness/config.js";
 import type { BenchContext } from "./harness/context.js";
-import { startBenchPostgres } from "./harness/postgres.js";
+import { startBenchPostgres, type BenchPostgres } from "./harness/postgres.js";
 import { hasCommand, pinSelf, ProcessRegistry } from "./harness/processes.js";
 import { Report } from "./harness/report.js";
 import { SECTIONS } from "./sections/index.js";
@@ -29,16 +29,19 @@ async function main(): Promise<number> {
   const report = new Report();
   const processes = new ProcessRegistry();
   const started = Date.now();
+  let postgres: BenchPostgres | undefined;
+  // Ctrl-C: stop every process at once, then drop the databases and stop PostgreSQL (bounded).
   const onSignal = () => {
     processes.killAllNow();
-    process.exit(130);
+    setTimeout(() => process.exit(130), 15_000).unref();
+    void (postgres?.close() ?? Promise.resolve()).catch(() => {}).finally(() => process.exit(130));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   process.once("exit", () => processes.killAllNow());
   console.log(`make bench${config.quick ? " (BENCH_QUICK)" : ""}: ${machine}`);
   console.log(`sections: ${SECTIONS.map((s) => s.id).join(", ")}`);
-  const postgres = await startBenchPostgres(config.databaseUrl);
+  postgres = await startBenchPostgres(config.databaseUrl);
   const ctx: BenchContext = { config, report, postgres, processes };
   let failed = 0;
   try {
