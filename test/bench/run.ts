@@ -7,7 +7,10 @@
  *   BENCH_SECTIONS=a,b      only these sections (ids as listed at the start)
  *   BENCH_DATABASE_URL=...  an existing PostgreSQL (admin URL) instead of the embedded one
  */
-import { availableParallelism, cpus, loadavg } from "node:os";
+import { generateKeyPairSync } from "node:crypto";
+import { rmSync } from "node:fs";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { loadBenchConfig } from "./harness/config.js";
@@ -41,8 +44,12 @@ async function main(): Promise<number> {
   process.once("exit", () => processes.killAllNow());
   console.log(`make bench${config.quick ? " (BENCH_QUICK)" : ""}: ${machine}`);
   console.log(`sections: ${SECTIONS.map((s) => s.id).join(", ")}`);
+  const keyDir = await mkdtemp(join(tmpdir(), "tenant-registry-bench-key-"));
+  process.once("exit", () => rmSync(keyDir, { recursive: true, force: true }));
+  const signingKeyFile = join(keyDir, "audit-signing-key.pem");
+  await writeFile(signingKeyFile, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
   postgres = await startBenchPostgres(config.databaseUrl);
-  const ctx: BenchContext = { config, report, postgres, processes };
+  const ctx: BenchContext = { config, report, postgres, processes, signingKeyFile };
   let failed = 0;
   try {
     for (const section of SECTIONS) {

@@ -64,9 +64,12 @@ it("make bench runs every section against real servers, reports figures and leav
   }
   const propagation = tables.find((t) => /revocations through A/.test(t.title!))!;
   expect(propagation.rows![0]!.slice(0, 3)).toEqual([3, 3, 0]);
-  for (const title of [/^VerifyApiKey over .* distinct keys/, /^ListTenants/, /^ListAuditEvents/, /events, oldest first/, /^gRPC, sequential or N calls/, /^median of/]) {
+  for (const title of [/^VerifyApiKey over .* distinct keys/, /^ListTenants/, /^ListAuditEvents/, /events, oldest first/, /^gRPC, sequential or N calls/, /^VerifyAuditChain over/, /^median of/]) {
     expect(tables.some((t) => title.test(t.title!)), String(title)).toBe(true);
   }
+
+  const verify = tables.find((t) => /^VerifyAuditChain over/.test(t.title!))!;
+  expect(verify.rows![0]!.slice(0, 2)).toEqual(["true", "500"]);
 
   // Its databases are dropped again.
   const admin = new pg.Client({ connectionString: adminUrl });

@@ -10,6 +10,8 @@ export type BenchContext = {
   readonly report: Report;
   readonly postgres: BenchPostgres;
   readonly processes: ProcessRegistry;
+  /** An Ed25519 key (PKCS#8 PEM) for the servers' audit checkpoints, in a temp dir the runner removes. */
+  readonly signingKeyFile: string;
 };
 
 /**
@@ -51,6 +53,7 @@ export function startApp(ctx: BenchContext, options: AppOptions): Promise<BenchP
       LOG_LEVEL: "info",
       SHUTDOWN_GRACE_PERIOD: "1",
       CACHE: options.cache ? "on" : "off",
+      AUDIT_SIGNING_KEY_FILE: ctx.signingKeyFile,
       ...options.env,
     },
   });

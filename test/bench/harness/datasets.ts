@@ -28,10 +28,9 @@ export async function withClient<T>(url: string, fn: (client: pg.Client) => Prom
 }
 
 /** Inserts rows [from, to] of `insert` ($1, $2 = the range) in bounded batches. */
-async function batched(client: pg.Client, insert: string, from: number, to: number, extra: unknown[] = []): Promise<void> {
-  const BATCH = 200_000;
-  for (let start = from; start <= to; start += BATCH) {
-    await client.query(insert, [start, Math.min(to, start + BATCH - 1), ...extra]);
+async function batched(client: pg.Client, insert: string, from: number, to: number, extra: unknown[] = [], size = 200_000): Promise<void> {
+  for (let start = from; start <= to; start += size) {
+    await client.query(insert, [start, Math.min(to, start + size - 1), ...extra]);
   }
 }
 
@@ -85,25 +84,27 @@ export const RARE_ACTION = "tenant.suspend";
 export const SOME_ACTOR = "user-7";
 export const SOME_TARGET = "target-42";
 
-/** `events` audit events, all of acme, one a second going back in time. */
+/** `events` audit events, all of acme (one chain), one a second up to now. */
 export function auditDatabase(ctx: BenchContext, events: number): Promise<string> {
   return once(ctx, `audit-${events}`, async () => {
     const url = await ctx.postgres.createDatabase(`audit_${events}`);
     await withClient(url, async (client) => {
       await insertAcme(client);
+      // audit_append, the chain's bulk writer (a plain INSERT would chain row by row). Event i is
+      // (events - i) seconds old, so sequence order and time order agree.
       await batched(
         client,
-        `INSERT INTO audit_log (tenant_id, action, crud, actor_id, actor_name, actor_type,
-                                target_id, target_name, target_type, description, created_at)
-         SELECT $3, CASE WHEN i % 10000 = 0 THEN '${RARE_ACTION}'
-                         ELSE ($4::text[])[1 + i % ${AUDIT_ACTIONS.length}] END,
-                'u', 'user-' || (i % 1000), 'User ' || (i % 1000), 'user',
-                'target-' || (i % 5000), 'Target ' || (i % 5000), 'project', 'seeded by make bench',
-                now() - make_interval(secs => i)
+        `SELECT audit_append(jsonb_agg(jsonb_build_object(
+           'tenant_id', $3::text,
+           'action', CASE WHEN i % 10000 = 0 THEN '${RARE_ACTION}' ELSE ($4::text[])[1 + i % ${AUDIT_ACTIONS.length}] END,
+           'crud', 'u', 'actor_id', 'user-' || (i % 1000), 'actor_name', 'User ' || (i % 1000), 'actor_type', 'user',
+           'target_id', 'target-' || (i % 5000), 'target_name', 'Target ' || (i % 5000), 'target_type', 'project',
+           'description', 'seeded by make bench', 'created_at', now() - make_interval(secs => $5::int - i)) ORDER BY i))
          FROM generate_series($1::int, $2::int) AS i`,
         1,
         events,
-        [ACME.id, AUDIT_ACTIONS],
+        [ACME.id, AUDIT_ACTIONS, events],
+        50_000,
       );
       await client.query("VACUUM ANALYZE audit_log");
     });

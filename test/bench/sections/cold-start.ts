@@ -49,6 +49,7 @@ export const coldStartSection: BenchSection = {
       KEYCLOAK_ISSUER: "http://127.0.0.1:9/realms/bench",
       DATABASE_URL: url,
       LOG_LEVEL: "info",
+      AUDIT_SIGNING_KEY_FILE: ctx.signingKeyFile,
     });
     const bare = await time("dist/test/bench/servers/fixed-json.js", {});
     ctx.report.table(
