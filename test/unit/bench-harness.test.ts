@@ -27,7 +27,7 @@ describe("bench harness pieces (no timings)", () => {
     for (const statement of [
       await captureStatement("t", (db) => findTenantBySlug(db, "acme")),
       await captureStatement("e", (db) => findEntitlementFacts(db, { slug: "acme" }, "certifai")),
-      await captureStatement("k", (db) => findApiKeysByPrefix(db, "trk_abcdefabcdef", new Date())),
+      await captureStatement("k", (db) => findApiKeysByPrefix(db, "trk_abcdefabcdef")),
     ]) {
       expect(statement.text).toMatch(/^\s*SELECT/);
       expect(statement.text).not.toContain("$slonik_");

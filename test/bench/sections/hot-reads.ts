@@ -119,7 +119,7 @@ export const hotReadsSection: BenchSection = {
     const statements = {
       "/tenant": await captureStatement("tenant_by_slug", (db) => findTenantBySlug(db, ACME.slug)),
       "/entitlement": await captureStatement("entitlement", (db) => findEntitlementFacts(db, { slug: ACME.slug }, "certifai")),
-      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefix(db, prefix, new Date())),
+      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefix(db, prefix)),
     };
     const fixed = await ctx.processes.start({ name: "(a) node:http fixed JSON", script: "dist/test/bench/servers/fixed-json.js", cpu: config.serverCpu });
     const rawPg = await ctx.processes.start({
