@@ -27,6 +27,7 @@ import { createAuditChainHandlers } from "./service/audit-chain-handlers.js";
 import { ephemeralAuditSigner } from "./service/audit-signing-key.js";
 import type { AuditSigner } from "./domain/audit-chain.js";
 import type { ServiceDeps } from "./service/deps.js";
+import { createChangeHandlers } from "./service/changes.js";
 import { createEntitlementHandlers } from "./service/entitlements.js";
 import { createIdpHandlers } from "./service/idp.js";
 import { startMaintenance } from "./service/maintenance.js";
@@ -201,6 +202,7 @@ export function createApp({
     ...createApiKeyHandlers(deps, verifyKey),
     ...createAuditHandlers(deps),
     ...createAuditChainHandlers(deps, auditSigner),
+    ...createChangeHandlers(deps, changes),
   } satisfies ServiceImpl<typeof TenantRegistryService>;
   router.service(TenantRegistryService, implementation);
   const rest = createRestHandler({

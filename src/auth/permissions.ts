@@ -92,6 +92,10 @@ export const RPC_POLICIES: Readonly<Record<string, RpcPolicy>> = {
   VerifyAuditChain: { permission: "audit:verify", tenant: tenantId("tenant_id") },
   GetAuditCheckpoint: { permission: "audit:verify", tenant: tenantId("tenant_id") },
   GetAuditPublicKey: { permission: "audit:read", tenant: none },
+
+  // Whoever may read a tenant may learn that it changed; the handler confines a
+  // tenant-scoped caller who names no tenant to its own.
+  WatchChanges: { permission: "tenants:read", tenant: tenantId("tenant_id") },
 };
 
 const TENANT_VIEWER: readonly Permission[] = ["tenants:read", "projects:read", "entitlements:read", "audit:read"];

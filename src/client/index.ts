@@ -6,7 +6,9 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { createAnswerCache, type ClientCacheOptions, type ClientCacheStats } from "./cache.js";
 import { createRetryInterceptor, type RetryOptions } from "./retry.js";
+import { startWatching, type WatchOptions } from "./watch.js";
 
 export type TenantRegistryClientOptions = {
   /** e.g. "http://tenant-registry:8090" (plaintext h2c or HTTP/1.1) or an https:// URL. */
@@ -23,19 +25,40 @@ export type TenantRegistryClientOptions = {
   readonly timeoutMs?: number;
   /** Retries of safe calls on Unavailable: a count, or the backoff in detail (default 2 retries). */
   readonly retries?: number | RetryOptions;
-  /** Run outermost-first, around authentication and retries (e.g. tracing). */
+  /** Run outermost-first, around the cache, retries and authentication (e.g. tracing). */
   readonly interceptors?: readonly Interceptor[];
+  /**
+   * Opt-in: answer repeated GetTenant, GetTenantBySlug, CheckEntitlement and VerifyApiKey
+   * calls from memory, kept current by a WatchChanges stream (see the README). One cache
+   * per client, so one credential's view: do not share a client between principals.
+   */
+  readonly cache?: boolean | (ClientCacheOptions & WatchOptions);
 };
 
-export type TenantRegistryClient = Client<typeof TenantRegistryService>;
+export type ClientCache = {
+  readonly stats: ClientCacheStats;
+  /** Resolves once the watch stream is up and has flushed (at once if it is). */
+  whenLive(): Promise<void>;
+};
+
+export type TenantRegistryClient = Client<typeof TenantRegistryService> & {
+  /** The answer cache, when `cache` was asked for. */
+  readonly cache: ClientCache | undefined;
+  /** Ends the cache's watch stream; without a cache there is nothing to end. */
+  close(): void;
+};
 
 export function createTenantRegistryClient(options: TenantRegistryClientOptions): TenantRegistryClient {
   if (options.token !== undefined && options.tokenProvider !== undefined) {
     throw new TypeError("createTenantRegistryClient: give token or tokenProvider, not both");
   }
   const retries: RetryOptions = typeof options.retries === "number" ? { max: options.retries } : (options.retries ?? {});
+  const cacheOptions = options.cache === true ? {} : options.cache || undefined;
+  const cache = cacheOptions ? createAnswerCache(cacheOptions) : undefined;
   const interceptors = [
     ...(options.interceptors ?? []),
+    // Outside the retries: a hit costs no attempt; a miss is retried like any call.
+    ...(cache ? [cache.interceptor] : []),
     createRetryInterceptor(retries),
     ...(options.token !== undefined || options.tokenProvider ? [createBearerInterceptor(options)] : []),
   ];
@@ -44,7 +67,12 @@ export function createTenantRegistryClient(options: TenantRegistryClientOptions)
     (options.protocol ?? "grpc") === "grpc"
       ? createGrpcTransport(common)
       : createConnectTransport({ ...common, httpVersion: options.httpVersion ?? "1.1", useBinaryFormat: true });
-  return createClient(TenantRegistryService, transport);
+  const client = createClient(TenantRegistryService, transport);
+  const watcher = cache && cacheOptions ? startWatching(client, cache, cacheOptions) : undefined;
+  return Object.assign(client, {
+    cache: cache && watcher ? { get stats() { return cache.stats; }, whenLive: () => watcher.whenLive() } : undefined,
+    close: () => watcher?.close(),
+  });
 }
 
 /** Innermost, so every retry asks the provider again and a refreshed token is used. */
@@ -57,6 +85,8 @@ function createBearerInterceptor(options: Pick<TenantRegistryClientOptions, "tok
 }
 
 export { createRetryInterceptor, isSafeToRetry, type RetryOptions } from "./retry.js";
+export type { ClientCacheOptions, ClientCacheStats } from "./cache.js";
+export type { WatchOptions } from "./watch.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 export * from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";

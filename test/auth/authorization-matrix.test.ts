@@ -56,6 +56,7 @@ const MATRIX: Record<string, string> = {
   VerifyAuditChain: "          Y     -       Y       -        Y         -",
   GetAuditCheckpoint: "        Y     -       Y       -        Y         -",
   GetAuditPublicKey: "         Y     -       -       -        -         -",
+  WatchChanges: "              Y     Y       Y       Y        Y         Y",
 };
 const allowed = (rpc: string, caller: Caller) => MATRIX[rpc]!.trim().split(/\s+/)[CALLERS.indexOf(caller)] === "Y";
 
@@ -121,6 +122,10 @@ const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<u
   VerifyAuditChain: (c, w) => c.verifyAuditChain({ tenantId: w.tenantId }),
   GetAuditCheckpoint: (c, w) => c.getAuditCheckpoint({ tenantId: w.tenantId }),
   GetAuditPublicKey: (c) => c.getAuditPublicKey({}),
+  // The stream stays open: its first message (flush or paused) is the answer.
+  WatchChanges: async (c, w) => {
+    for await (const _ of c.watchChanges({ tenantId: w.tenantId })) break;
+  },
 };
 
 let sql: pg.Client;

@@ -4,12 +4,14 @@ export type TcpProxy = {
   readonly port: number;
   /** Cuts every connection and refuses new ones: the database "goes down". */
   cut(): Promise<void>;
+  /** Accepts connections again, on the same port, after a cut. */
+  restore(): Promise<void>;
 };
 
 /** A loopback TCP proxy in front of a real server, so a test can take it away. */
 export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
+  const accept = (client: net.Socket) => {
     const upstream = net.connect(targetPort, targetHost);
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -17,14 +19,23 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       s.on("error", () => s.destroy());
     }
     client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  };
+  const listen = async (port: number) => {
+    const server = net.createServer(accept);
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    return server;
+  };
+  let server = await listen(0);
+  const port = (server.address() as net.AddressInfo).port;
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port,
     async cut() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
       await closed;
+    },
+    async restore() {
+      server = await listen(port);
     },
   };
 }

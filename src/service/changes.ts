@@ -1,0 +1,110 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  WatchChangesResponseSchema,
+  type TenantRegistryService,
+  type WatchChangesResponse,
+} from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { platformPermissionsOf } from "../auth/permissions.js";
+import type { ChangeListener } from "../cache/change-listener.js";
+import type { ChangeNotice } from "../cache/change-notice.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import { isUuid } from "../domain/ids.js";
+import { principalKey } from "../transport/context.js";
+import type { ServiceDeps } from "./deps.js";
+
+/** What a watch stream needs of the change listener. */
+export type ChangeFeed = Pick<ChangeListener, "subscribe" | "onStateChange" | "connected">;
+
+export const WATCH_HEARTBEAT_MS = 15_000;
+/** A watcher this far behind is told to flush instead of being sent every change: memory stays bounded. */
+const MAX_BACKLOG = 1_000;
+
+const flush = () => create(WatchChangesResponseSchema, { event: { case: "flush", value: {} } });
+const paused = () => create(WatchChangesResponseSchema, { event: { case: "paused", value: {} } });
+const heartbeat = () => create(WatchChangesResponseSchema, { event: { case: "heartbeat", value: {} } });
+
+/**
+ * WatchChanges: the change notices of this replica's listener, pushed to a
+ * client cache. A platform principal sees every tenant's changes (or one
+ * tenant's, if it asks); a tenant-scoped one only its own tenant's, whatever it
+ * asks (the auth interceptor has already refused another tenant's id).
+ */
+export function createChangeHandlers(
+  { shutdownSignal }: Pick<ServiceDeps, "shutdownSignal">,
+  feed: ChangeFeed,
+  heartbeatMs = WATCH_HEARTBEAT_MS,
+): Pick<ServiceImpl<typeof TenantRegistryService>, "watchChanges"> {
+  return {
+    async *watchChanges(req, ctx: HandlerContext) {
+      if (req.tenantId !== "" && !isUuid(req.tenantId)) {
+        throw new InvalidArgumentError([{ field: "tenant_id", description: "must be a tenant id (a UUID) or empty" }]);
+      }
+      const principal = ctx.values.get(principalKey);
+      const everyTenant = principal === undefined || platformPermissionsOf(principal).has("tenants:read");
+      const scope = req.tenantId !== "" ? req.tenantId.toLowerCase() : everyTenant ? undefined : principal?.tenantId;
+
+      // On overflow the backlog collapses into "start over": a flush, or a pause while the feed is down.
+      const queue = createBacklog(MAX_BACKLOG, () => (feed.connected ? flush() : paused()));
+      // Subscribe before the first message: a change committed in between is queued, never lost.
+      const unsubscribe = feed.subscribe((notice: ChangeNotice | undefined) => {
+        // An unreadable notice may concern anyone: everyone flushes, which tells nobody anything.
+        if (!notice) queue.push(flush());
+        else if (scope === undefined || notice.tenantId === scope) {
+          queue.push(
+            create(WatchChangesResponseSchema, {
+              event: { case: "change", value: { tenantId: notice.tenantId, action: notice.action, publishedAt: timestampFromMs(notice.at) } },
+            }),
+          );
+        }
+      });
+      // While the listener is down, changes go unseen: the client must stop trusting its cache,
+      // and flush once the listener is back.
+      const unwatch = feed.onStateChange((state) => queue.push(state === "connected" ? flush() : paused()));
+      const stop = AbortSignal.any([ctx.signal, shutdownSignal]);
+      try {
+        yield feed.connected ? flush() : paused();
+        while (!stop.aborted) {
+          const next = await queue.next(stop, heartbeatMs);
+          if (stop.aborted) break;
+          yield next ?? heartbeat();
+        }
+      } finally {
+        unsubscribe();
+        unwatch();
+      }
+      // Ends with OK on shutdown: the client resubscribes (elsewhere) and flushes.
+    },
+  };
+}
+
+/** A bounded queue: on overflow everything queued is replaced by one `restart` message. */
+function createBacklog(max: number, restart: () => WatchChangesResponse) {
+  let items: WatchChangesResponse[] = [];
+  let wake: (() => void) | undefined;
+  return {
+    push(item: WatchChangesResponse) {
+      if (items.length >= max) items = [restart()];
+      else items.push(item);
+      wake?.();
+    },
+    /** The next item, or undefined after `idleMs` with none (or when `signal` aborts). */
+    async next(signal: AbortSignal, idleMs: number): Promise<WatchChangesResponse | undefined> {
+      if (items.length === 0) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            signal.removeEventListener("abort", done);
+            wake = undefined;
+            resolve();
+          };
+          const timer = setTimeout(done, idleMs);
+          signal.addEventListener("abort", done, { once: true });
+          wake = done;
+        });
+      }
+      return items.shift();
+    },
+  };
+}
