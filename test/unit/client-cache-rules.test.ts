@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -20,7 +20,8 @@ import { listen, type Listening } from "../../src/transport/server.js";
  */
 const TENANT = "0b6c1f52-3d5e-4a7b-9c1d-2e3f4a5b6c7d";
 
-type Feed = { push(event: WatchChangesResponse["event"]): void; end(): void };
+type FeedEvent = MessageInitShape<typeof WatchChangesResponseSchema>["event"];
+type Feed = { push(event: FeedEvent): void; end(): void };
 let feeds: Feed[];
 let calls: Record<string, number>;
 let gate: Promise<void> | undefined;
@@ -32,7 +33,7 @@ let client: TenantRegistryClient;
 const count = (method: string) => (calls[method] = (calls[method] ?? 0) + 1);
 
 function openFeed(signal: AbortSignal): AsyncIterable<WatchChangesResponse> {
-  const queue: WatchChangesResponse["event"][] = [{ case: "flush", value: {} }];
+  const queue: FeedEvent[] = [{ case: "flush", value: {} }];
   let wake: (() => void) | undefined;
   let ended = false;
   feeds.push({
