@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
@@ -18,8 +18,13 @@ let script: Script;
 let calls: Record<string, number>;
 let authorizations: string[];
 let server: Listening;
+// Each test's calls carry its number: a late attempt of an earlier test (a loaded
+// machine delivers them late) is turned away uncounted.
+let testNumber = 0;
 
-function scripted(method: string): void {
+function scripted(method: string, ctx: HandlerContext): void {
+  if (ctx.requestHeader.get("x-test-number") !== String(testNumber)) throw new ConnectError("an earlier test's call", Code.Aborted);
+  if (method === "getTenantBySlug") authorizations.push(ctx.requestHeader.get("authorization") ?? "");
   calls[method] = (calls[method] ?? 0) + 1;
   if (calls[method]! <= script.failures) throw new ConnectError("scripted failure", script.code);
 }
@@ -27,16 +32,15 @@ function scripted(method: string): void {
 const routes = (router: ConnectRouter) =>
   router.service(TenantRegistryService, {
     async getTenantBySlug(req, ctx) {
-      authorizations.push(ctx.requestHeader.get("authorization") ?? "");
-      scripted("getTenantBySlug");
+      scripted("getTenantBySlug", ctx);
       return { tenant: create(TenantSchema, { slug: req.slug }) };
     },
-    async createTenant(req) {
-      scripted("createTenant");
+    async createTenant(req, ctx) {
+      scripted("createTenant", ctx);
       return { tenant: create(TenantSchema, { slug: req.slug }) };
     },
-    async verifyApiKey() {
-      scripted("verifyApiKey");
+    async verifyApiKey(_req, ctx) {
+      scripted("verifyApiKey", ctx);
       return { valid: true };
     },
     async getTenant(_req, ctx) {
@@ -45,8 +49,8 @@ const routes = (router: ConnectRouter) =>
       await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
       return {};
     },
-    async suspendTenant() {
-      scripted("suspendTenant");
+    async suspendTenant(_req, ctx) {
+      scripted("suspendTenant", ctx);
       return {};
     },
   });
@@ -56,6 +60,7 @@ beforeAll(async () => {
 });
 afterAll(async () => server.close(1_000));
 beforeEach(() => {
+  testNumber += 1;
   script = { failures: 0, code: Code.Unavailable };
   calls = {};
   authorizations = [];
@@ -64,8 +69,20 @@ beforeEach(() => {
 const PROTOCOLS = ["grpc", "connect"] as const;
 
 describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) => {
-  const client = (options: Partial<TenantRegistryClientOptions> = {}) =>
-    createTenantRegistryClient({ baseUrl: `http://127.0.0.1:${server.port}`, protocol, retries: { max: 2, baseDelayMs: 5 }, ...options });
+  const client = (options: Partial<TenantRegistryClientOptions> = {}) => {
+    const tag = String(testNumber);
+    const tagged: Interceptor = (next) => async (req) => {
+      req.header.set("x-test-number", tag);
+      return next(req);
+    };
+    return createTenantRegistryClient({
+      baseUrl: `http://127.0.0.1:${server.port}`,
+      protocol,
+      retries: { max: 2, baseDelayMs: 5 },
+      interceptors: [tagged],
+      ...options,
+    });
+  };
 
   it("retries a NO_SIDE_EFFECTS call on Unavailable and answers once the server does", async () => {
     script = { failures: 2, code: Code.Unavailable };
