@@ -202,7 +202,8 @@ export function createApp({
     ...createApiKeyHandlers(deps, verifyKey),
     ...createAuditHandlers(deps),
     ...createAuditChainHandlers(deps, auditSigner),
-    ...createChangeHandlers(deps, changes),
+    // A watch never ends by itself: it ends when the drain begins, like health Watch.
+    ...createChangeHandlers({ shutdownSignal: AbortSignal.any([drain.signal, shutdown.signal]) }, changes),
   } satisfies ServiceImpl<typeof TenantRegistryService>;
   router.service(TenantRegistryService, implementation);
   const rest = createRestHandler({

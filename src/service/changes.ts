@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   WatchChangesResponseSchema,
   type TenantRegistryService,
@@ -41,6 +41,8 @@ export function createChangeHandlers(
       if (req.tenantId !== "" && !isUuid(req.tenantId)) {
         throw new InvalidArgumentError([{ field: "tenant_id", description: "must be a tenant id (a UUID) or empty" }]);
       }
+      // Draining: no new watch here; the client backs off and resubscribes (elsewhere).
+      if (shutdownSignal.aborted) throw new ConnectError("the server is draining; watch elsewhere", Code.Unavailable);
       const principal = ctx.values.get(principalKey);
       const everyTenant = principal === undefined || platformPermissionsOf(principal).has("tenants:read");
       const scope = req.tenantId !== "" ? req.tenantId.toLowerCase() : everyTenant ? undefined : principal?.tenantId;
