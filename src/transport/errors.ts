@@ -27,6 +27,9 @@ const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
 // Class 22, data exceptions: a value PostgreSQL cannot take (NUL characters,
 // out-of-range numbers) that slipped past the edge checks. The client's input, not our fault.
 const DATA_EXCEPTION_SQLSTATE = /^22/;
+// The schema is missing or behind (e.g. `migrate down-all` under a running server):
+// undefined table, type, function, column or schema. Readiness says so too.
+const SCHEMA_MISSING_SQLSTATE = /^(42P01|42704|42883|42703|3F000)$/;
 
 function causeChain(error: unknown): unknown[] {
   const chain: unknown[] = [];
@@ -92,6 +95,10 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
   }
   if (error instanceof StatementTimeoutError) {
     return new ConnectError("the database did not answer in time", Code.DeadlineExceeded);
+  }
+  if (causeChain(error).some((e) => SCHEMA_MISSING_SQLSTATE.test(String((e as { code?: unknown }).code ?? "")))) {
+    logger.error({ procedure, requestId, sqlState: causeChain(error).map((e) => (e as { code?: unknown }).code).find((c) => typeof c === "string") }, "database schema missing or not current");
+    return new ConnectError(`the database schema is not current, retry later (request id ${requestId})`, Code.Unavailable);
   }
   if (isUnavailable(error)) {
     logger.warn({ err: error, procedure, requestId }, "database unavailable");
