@@ -20,7 +20,8 @@ import {
   type ApiKeyCursor,
 } from "../db/queries/api-keys.js";
 import { claimIdempotencyKey } from "../db/queries/idempotency.js";
-import { findTenantRef, lockTenantForChange, type Db } from "../db/queries/tenants.js";
+import { findTenantRef, lockTenantForChange, type Db, type TenantWriter } from "../db/queries/tenants.js";
+import { writerOf } from "./tenant-writer.js";
 import {
   createIdempotencyScope,
   dedupeScopes,
@@ -71,10 +72,10 @@ async function mustFindKey(db: Db, id: string): Promise<ApiKey> {
 }
 
 /** The key's tenant, locked for the change (NotFound for an unknown key, FailedPrecondition if archived), then the key itself, locked. */
-async function lockKeyForChange(tx: Db, id: string): Promise<ApiKey> {
+async function lockKeyForChange(tx: Db, id: string, writer: TenantWriter): Promise<ApiKey> {
   const tenantId = await findApiKeyTenantId(tx, id);
   if (!tenantId) throw new NotFoundError("api key", id);
-  await lockTenantForChange(tx, tenantId);
+  await lockTenantForChange(tx, tenantId, writer);
   const key = await lockApiKey(tx, id);
   if (!key) throw new NotFoundError("api key", id);
   return key;
@@ -144,7 +145,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
       const name = req.name.trim();
       const id = randomUUID();
       const result = await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         if (idempotencyKey !== "") {
           // The fingerprint is of the normalised request, so a retry that only
           // reorders or repeats scopes is still the same request.
@@ -225,7 +226,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
     async revokeApiKey(req, ctx) {
       const id = requireUuid("id", req.id);
       const key = await audited(deps, auditContextOf(ctx), async (tx) => {
-        const current = await lockKeyForChange(tx, id);
+        const current = await lockKeyForChange(tx, id, writerOf(ctx));
         assertMayManage(ctx, "revoke", current);
         const revoked = current.revokedAt ? null : await revokeApiKey(tx, id, clock());
         // Revoking a revoked key changes nothing: the key as it is, no event.
@@ -252,7 +253,7 @@ export function createApiKeyHandlers(deps: ServiceDeps, verifyKey: ApiKeyVerifie
         }
       }
       const result = await audited(deps, auditContextOf(ctx), async (tx) => {
-        const current = await lockKeyForChange(tx, id);
+        const current = await lockKeyForChange(tx, id, writerOf(ctx));
         assertMayManage(ctx, "rotate", current);
         if (current.revokedAt) throw new FailedPreconditionError(`api key ${id} is revoked and cannot be rotated`);
         const previousExpiresAt = graceMs > 0 ? new Date(clock().getTime() + graceMs) : null;

@@ -8,6 +8,7 @@ import {
   upsertProductGrant,
 } from "../db/queries/entitlements.js";
 import { findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
+import { writerOf } from "./tenant-writer.js";
 import type { AuditEventDraft } from "../domain/audit.js";
 import { entitlementReason, limitsForAudit, limitsProblems, type ProductGrant } from "../domain/entitlement.js";
 import { NotFoundError } from "../domain/errors.js";
@@ -51,7 +52,7 @@ export function createEntitlementHandlers(deps: ServiceDeps) {
 
       const tenantId = req.tenantId.toLowerCase();
       const grant = await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         const { grant, created } = await upsertProductGrant(tx, { tenantId, product: product!, expiresAt, limits: req.limits });
         const event: AuditEventDraft = {
           tenantId,
@@ -74,7 +75,7 @@ export function createEntitlementHandlers(deps: ServiceDeps) {
 
       const tenantId = req.tenantId.toLowerCase();
       await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         const grant = await deleteProductGrant(tx, tenantId, product!);
         if (!grant) throw new NotFoundError("product grant", `${tenantId}/${product}`);
         const event: AuditEventDraft = {

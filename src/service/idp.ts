@@ -9,6 +9,7 @@ import {
 } from "../db/queries/idp.js";
 import { insertAuditEvent } from "../db/queries/audit.js";
 import { findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
+import { writerOf } from "./tenant-writer.js";
 import { permissionsOf } from "../auth/permissions.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import {
@@ -107,7 +108,7 @@ export function createIdpHandlers(deps: ServiceDeps) {
 
       try {
         const config = await audited(deps, auditContextOf(ctx), async (tx) => {
-          await lockTenantForChange(tx, input.tenantId);
+          await lockTenantForChange(tx, input.tenantId, writerOf(ctx));
           // The upsert locks the config row (or waits for a concurrent first set), so the
           // domains read next are the ones this transaction replaces: no change slips in between.
           const { config: saved, created } = await upsertIdpConfig(tx, row);
@@ -189,7 +190,7 @@ export function createIdpHandlers(deps: ServiceDeps) {
     async deleteIdpConfig(req, ctx) {
       const tenantId = requireUuid("tenant_id", req.tenantId);
       await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         const deleted = await deleteIdpConfig(tx, tenantId);
         if (!deleted) throw new NotFoundError("identity provider config of tenant", tenantId);
         return {

@@ -12,6 +12,7 @@ import {
 import { cacheKey } from "../cache/change-notice.js";
 import { listApiKeyPrefixesOfProject } from "../db/queries/api-keys.js";
 import { findTenantRef, lockTenantForChange, type Db } from "../db/queries/tenants.js";
+import { writerOf } from "./tenant-writer.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
 import { PROJECT_DESCRIPTION_MAX, PROJECT_UPDATABLE, type ProjectUpdatable } from "../domain/project.js";
 import { projectToProto } from "../transport/convert-project.js";
@@ -54,7 +55,7 @@ export function createProjectHandlers(deps: ServiceDeps) {
       const tenantId = req.tenantId.toLowerCase();
 
       const project = await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         const created = await translateUniqueViolations(
           () => insertProject(tx, { tenantId, slug: req.slug, name: req.name.trim(), description: req.description }),
           { tenant_projects_tenant_id_slug_key: () => new AlreadyExistsError("project", "slug", req.slug) },
@@ -118,7 +119,7 @@ export function createProjectHandlers(deps: ServiceDeps) {
       };
 
       const project = await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         const current = await lockProjectForChange(tx, tenantId, id);
         if (!current) throw new NotFoundError("project", id);
         const changes = Object.fromEntries(
@@ -153,7 +154,7 @@ export function createProjectHandlers(deps: ServiceDeps) {
       const [tenantId, id] = [req.tenantId.toLowerCase(), req.id.toLowerCase()];
 
       await audited(deps, auditContextOf(ctx), async (tx) => {
-        await lockTenantForChange(tx, tenantId);
+        await lockTenantForChange(tx, tenantId, writerOf(ctx));
         // The row lock keeps new keys off the project while its keys are counted.
         const project = await lockProjectForChange(tx, tenantId, id);
         if (!project) throw new NotFoundError("project", id);

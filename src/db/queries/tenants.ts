@@ -215,16 +215,27 @@ const tenantRefRow = z.object({ id: z.guid(), slug: z.string(), status: z.enum(T
 export type TenantRef = { readonly id: string; readonly slug: string; readonly status: TenantStatus };
 
 /**
+ * Who is changing a tenant's resources: its own principals (tenant roles, its
+ * API keys) or the platform (platform admins, services, dev mode).
+ */
+export type TenantWriter = "tenant" | "platform";
+
+/**
  * For changes to what a tenant owns (projects, keys, grants, IdP config): the
  * tenant must exist and not be archived, and it stays that way until the
- * transaction ends (FOR SHARE blocks a concurrent archive or delete).
+ * transaction ends (FOR SHARE blocks a concurrent archive or delete). A
+ * suspended tenant is read-only for its own principals; the platform keeps acting
+ * (e.g. revoking a key during an investigation).
  */
-export async function lockTenantForChange(tx: Db, tenantId: string): Promise<TenantRef> {
+export async function lockTenantForChange(tx: Db, tenantId: string, writer: TenantWriter): Promise<TenantRef> {
   const tenant = await tx.maybeOne(sql.type(tenantRefRow)`
     SELECT id, slug, status FROM tenants WHERE id = ${tenantId} FOR SHARE`);
   if (!tenant) throw new NotFoundError("tenant", tenantId);
   if (tenant.status === "archived") {
     throw new FailedPreconditionError(`tenant ${tenant.slug} is archived; its resources are read-only`);
+  }
+  if (tenant.status === "suspended" && writer === "tenant") {
+    throw new FailedPreconditionError(`tenant ${tenant.slug} is suspended; its resources are read-only until a platform admin reactivates it`);
   }
   return tenant;
 }
