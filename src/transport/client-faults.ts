@@ -18,6 +18,10 @@ const CLIENT_FAULT = /^(parse binary:|received compressed envelope|decompression
  */
 export function createClientFaultGate(logger: Logger): (context: HandlerContext) => void {
   return (context) => {
+    // A deadline already past (connect-timeout-ms: 0) would abort the context
+    // before the body is parsed, and hide a parse failure from the listener below.
+    const left = context.timeoutMs();
+    if (left !== undefined && left <= 0) throw new ConnectError("the call's deadline has already passed", Code.DeadlineExceeded);
     const started = performance.now();
     context.signal.addEventListener(
       "abort",

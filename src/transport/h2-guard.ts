@@ -50,7 +50,9 @@ export function guardSession(
     logger.warn({ peer: session.socket?.remoteAddress, why }, "closing an abusive http2 session");
     onAbuse(why);
     session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    session.destroy();
+    // Destroying at once would replace that GOAWAY with INTERNAL_ERROR; new
+    // streams are refused from now on, so the socket may go a moment later.
+    setTimeout(() => session.destroy(), 100).unref();
   };
 
   session.on("stream", (stream) => {
