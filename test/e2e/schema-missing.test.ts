@@ -27,7 +27,7 @@ describe("with the schema gone under a running server", () => {
     const body = (await res.json()) as { code: string; message: string };
     expect([res.status, body.code]).toEqual([503, "unavailable"]);
     expect(body.message).not.toMatch(/relation|tenants|SELECT|does not exist/);
-    expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(503);
+    await expect.poll(async () => (await fetch(`${server.baseUrl}/readyz`)).status, { timeout: 5_000 }).toBe(503);
   });
 
   it("RPCs answer Unavailable on every protocol", async () => {

@@ -31,10 +31,19 @@ describe("errors become Connect codes in one place", () => {
 
   it("answers anything unexpected as Internal with the request id, logging the cause but telling the client nothing of it", () => {
     const { logger, text } = capture();
-    const mapped = map(Object.assign(new Error('relation "tenants" does not exist'), { code: "42P01" }), logger);
+    const mapped = map(Object.assign(new Error('column "x" is ambiguous'), { code: "42702" }), logger);
     expect(mapped.code).toBe(Code.Internal);
     expect(mapped.rawMessage).toBe("internal error (request id req-1)");
-    expect(text()).toContain('relation \\"tenants\\" does not exist');
+    expect(text()).toContain('column \\"x\\" is ambiguous');
+  });
+
+  it("answers a missing or outdated schema (undefined table, type, column) as Unavailable, naming nothing of it", () => {
+    const { logger } = capture();
+    for (const code of ["42P01", "42704", "42703", "3F000"]) {
+      const mapped = map(Object.assign(new Error('relation "tenants" does not exist'), { code }), logger);
+      expect(mapped.code, code).toBe(Code.Unavailable);
+      expect(mapped.rawMessage).not.toMatch(/relation|tenants/);
+    }
   });
 
   it("names the trace id next to the request id when the call is traced, so one id finds the trace and the logs", () => {
