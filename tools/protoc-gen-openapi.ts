@@ -20,6 +20,7 @@
  */
 import { getOption, hasOption, ScalarType } from "@bufbuild/protobuf";
 import type { DescEnum, DescExtension, DescField, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { createEcmaScriptPlugin, getComments, runNodeJs } from "@bufbuild/protoplugin";
 import type { Schema } from "@bufbuild/protoplugin";
 
@@ -66,7 +67,12 @@ const plugin = createEcmaScriptPlugin<Options>({
 function buildDocument(schema: Schema<Options>): JsonSchema {
   const httpExtension = findExtension(schema, "google.api.http");
   const components = new Map<string, JsonSchema>();
-  const refs = createRefs(components);
+  // Answers first: a message keeps its proto name for what the server sends, and one that is
+  // also sent by clients gets a "-input" twin (a hyphen no proto name has) without `required`.
+  const outputNames = new Set<string>();
+  const output = createRefs(components, "output", (desc) => (outputNames.add(desc.typeName), desc.typeName));
+  const input = createRefs(components, "input", (desc) => (outputNames.has(desc.typeName) ? `${desc.typeName}-input` : desc.typeName));
+  const bindings: { method: DescMethod; binding: HttpRule; template: string; names: string[]; id: string; path: string; httpMethod: string }[] = [];
   const paths: Record<string, Record<string, Json>> = {};
   const pathOfShape: Record<string, string> = {};
   const tags: JsonSchema[] = [];
@@ -90,10 +96,15 @@ function buildDocument(schema: Schema<Options>): JsonSchema {
         const names = [...openApiPath.matchAll(VARIABLE)].map((m) => m[1]!);
         const item = (paths[openApiPath] ??= {});
         if (item[httpMethod]) throw new Error(`${method.name}: ${httpMethod.toUpperCase()} ${template} is bound twice`);
-        item[httpMethod] = operation(method, binding, template, names, i === 0 ? method.name : `${method.name}_${i}`, refs);
+        item[httpMethod] = null; // placeholder: keeps the order of the rules
+        bindings.push({ method, binding, template, names, id: i === 0 ? method.name : `${method.name}_${i}`, path: openApiPath, httpMethod });
       });
     }
   }
+  const answers = bindings.map(({ method, binding }) => answerOf(method, binding, output));
+  bindings.forEach((b, i) => {
+    paths[b.path]![b.httpMethod] = operation(b.method, b.binding, b.template, b.names, b.id, answers[i]!, input);
+  });
   components.set("Error", errorSchema());
   const sorted = Object.fromEntries([...components.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   return {
@@ -131,19 +142,22 @@ function patternOf(rule: HttpRule, method: DescMethod): { httpMethod: string; te
   return { httpMethod, template };
 }
 
-type Refs = { message(desc: DescMessage): JsonSchema; enumeration(desc: DescEnum): JsonSchema };
+type Side = "input" | "output";
+type Refs = { readonly side: Side; message(desc: DescMessage): JsonSchema; enumeration(desc: DescEnum): JsonSchema };
 
 /** Named schemas for messages and enums, created on first reference (so only what the REST surface uses). */
-function createRefs(components: Map<string, JsonSchema>): Refs {
+function createRefs(components: Map<string, JsonSchema>, side: Side, nameOf: (desc: DescMessage) => string): Refs {
   const refs: Refs = {
+    side,
     message(desc) {
       const wkt = wellKnown(desc);
       if (wkt) return wkt;
-      if (!components.has(desc.typeName)) {
-        components.set(desc.typeName, {}); // placeholder first: messages may refer to themselves
-        components.set(desc.typeName, messageSchema(desc, new Set(), refs));
+      const name = nameOf(desc);
+      if (!components.has(name)) {
+        components.set(name, {}); // placeholder first: messages may refer to themselves
+        components.set(name, messageSchema(desc, new Set(), refs));
       }
-      return { $ref: SCHEMAS + desc.typeName };
+      return { $ref: SCHEMAS + name };
     },
     enumeration(desc): JsonSchema {
       if (desc.typeName === "google.protobuf.NullValue") return { type: "null" };
@@ -159,16 +173,28 @@ function createRefs(components: Map<string, JsonSchema>): Refs {
   return refs;
 }
 
-/** A message as protobuf JSON: lowerCamel names, every field optional, nothing else allowed. */
+/**
+ * A message as protobuf JSON: lowerCamel names, nothing else allowed. A client may leave
+ * out any field; the server's answers carry every field without explicit presence (it
+ * emits zero values: "products": [], "externalId": ""), so those are required in answers.
+ */
 function messageSchema(desc: DescMessage, omit: ReadonlySet<string>, refs: Refs): JsonSchema {
   const properties: Record<string, Json> = {};
+  const required: string[] = [];
   for (const field of desc.fields) {
     if (omit.has(field.name)) continue;
     properties[field.jsonName] = withDescription(fieldSchema(field, refs), field);
+    if (refs.side === "output" && alwaysEmitted(field)) required.push(field.jsonName);
   }
   const oneofs = desc.oneofs.map((o) => `At most one of ${o.fields.map((f) => `\`${f.jsonName}\``).join(", ")}.`);
   const text = [comment(desc), ...oneofs].filter(Boolean).join("\n\n");
-  return { type: "object", ...(text ? { description: text } : {}), properties, additionalProperties: false };
+  return { type: "object", ...(text ? { description: text } : {}), properties, ...(required.length ? { required } : {}), additionalProperties: false };
+}
+
+function alwaysEmitted(field: DescField): boolean {
+  if (field.fieldKind === "list" || field.fieldKind === "map") return true;
+  if (field.fieldKind === "message" || field.oneof !== undefined) return false;
+  return field.presence === FeatureSet_FieldPresence.IMPLICIT;
 }
 
 function fieldSchema(field: DescField, refs: Refs): JsonSchema {
@@ -268,7 +294,15 @@ function wellKnown(desc: DescMessage): JsonSchema | undefined {
   }
 }
 
-function operation(method: DescMethod, rule: HttpRule, template: string, names: readonly string[], operationId: string, refs: Refs): JsonSchema {
+/** What a 200 carries: the output message, or its response_body field. */
+function answerOf(method: DescMethod, rule: HttpRule, refs: Refs): JsonSchema {
+  if (rule.responseBody === "") return refs.message(method.output);
+  const field = method.output.fields.find((f) => f.name === rule.responseBody);
+  if (!field) throw new Error(`${method.name}: response_body "${rule.responseBody}" is not a field of ${method.output.typeName}`);
+  return withDescription(fieldSchema(field, refs), field);
+}
+
+function operation(method: DescMethod, rule: HttpRule, template: string, names: readonly string[], operationId: string, answer: JsonSchema, refs: Refs): JsonSchema {
   const input = method.input;
   const variables = [...template.matchAll(VARIABLE)].map((m) => m[1]!);
   const parameters: Json[] = variables.map((variable, i) => {
@@ -289,12 +323,6 @@ function operation(method: DescMethod, rule: HttpRule, template: string, names: 
     }
     const skip = new Set([...variables, ...(rule.body ? [rule.body] : [])]);
     parameters.push(...queryParameters(input, "", "", skip, refs, 0));
-  }
-  let answer: JsonSchema = refs.message(method.output);
-  if (rule.responseBody !== "") {
-    const field = method.output.fields.find((f) => f.name === rule.responseBody);
-    if (!field) throw new Error(`${method.name}: response_body "${rule.responseBody}" is not a field of ${method.output.typeName}`);
-    answer = withDescription(fieldSchema(field, refs), field);
   }
   const text = comment(method);
   const summary = text.split("\n")[0] || method.name;

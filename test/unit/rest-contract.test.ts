@@ -44,6 +44,13 @@ describe("restFetch's contract check", () => {
     expect(contract().check(get("/v1/tenants/by-slug/acme"), ok({ ...tenant, secret: "x" })).join()).toMatch(/additional properties/);
   });
 
+  it("requires in answers every field the server always emits, and nothing of the kind in requests", () => {
+    const { products: _products, ...withoutProducts } = tenant;
+    expect(contract().check(get("/v1/tenants/by-slug/acme"), ok(withoutProducts)).join()).toMatch(/required property 'products'/);
+    const patch = { method: "PATCH", url: new URL(`http://127.0.0.1/v1/tenants/${TENANT_ID}`), body: JSON.stringify({ name: "New" }) };
+    expect(contract().check(patch, ok(tenant))).toEqual([]);
+  });
+
   it("refuses an error body of another shape", () => {
     expect(contract().check(get("/v1/tenants/by-slug/acme"), fail(404, { code: "not_found", message: "no" }))).toEqual([]);
     expect(contract().check(get("/v1/tenants/by-slug/acme"), fail(404, { error: "not found" })).join()).toMatch(/required property 'code'/);
