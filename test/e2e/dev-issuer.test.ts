@@ -111,7 +111,8 @@ describe("the dev issuer", () => {
   });
 });
 
-describe("dev-token", () => {
+// Each test runs the built CLI (a Node start each time); a loaded machine makes that slow.
+describe("dev-token", { timeout: 90_000 }, () => {
   it("platform-admin: every tenant, and writes", async () => {
     const token = await devToken("--role", "platform-admin");
     expect((await call(token, "/v1/tenants/by-slug/acme")).status).toBe(200);
