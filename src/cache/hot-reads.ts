@@ -132,6 +132,7 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
     apiKeysByPrefix: async (prefix, note) => (await cache.read(cacheKey.apiKeyPrefix(prefix), loadApiKeys, prefix, note)) ?? NO_KEYS,
     idpByDomain: (domain, note) => cache.read(cacheKey.emailDomain(domain), loadIdpRoute, domain, note),
     tenantIdBySlug: async (slug) => (await cache.read(cacheKey.slug(slug), loadTenantBySlug, slug))?.id ?? null,
-    tenantIdOfApiKey: (keyId) => cache.read(cacheKey.apiKeyTenant(keyId), loadKeyTenant, keyId),
+    // The interceptor passes ids as the caller wrote them; notices name them in lowercase.
+    tenantIdOfApiKey: (keyId) => cache.read(cacheKey.apiKeyTenant(keyId.toLowerCase()), loadKeyTenant, keyId.toLowerCase()),
   };
 }
