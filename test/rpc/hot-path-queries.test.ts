@@ -1,7 +1,7 @@
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { VerifyApiKeyCode } from "../../gen/breakpilot/tenantregistry/v1/api_key_pb.js";
 import { EntitlementReason } from "../../gen/breakpilot/tenantregistry/v1/entitlement_pb.js";
 import { ProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
@@ -61,6 +61,8 @@ function counting<T extends object>(target: T): T {
 }
 
 let db: TestDatabase;
+/** Change notices the cached server has applied so far. */
+let applied = 0;
 /** CACHE=off: every hot read is its query. */
 let uncached: TestServer;
 /** The cache on, and a clock the tests move. */
@@ -76,6 +78,7 @@ beforeAll(async () => {
   const pool: DatabasePool = await db.pool();
   uncached = await startTestServer(counting(pool), { cache: { ...DEFAULT_CACHE_SETTINGS, enabled: false } });
   cached = await startTestServer(counting(pool), { clock: () => now });
+  cached.app.onInvalidation(() => applied++);
   tenant = await insertTenant(sql, { products: ["certifai"] });
   ({ secret } = await client(uncached).createApiKey({ tenantId: tenant.id, name: "hot", scopes: ["read"] }));
   await markKeysUsed(tenant.id);
@@ -95,6 +98,18 @@ afterAll(async () => {
  */
 async function markKeysUsed(tenantId: string) {
   await sql.query("UPDATE api_keys SET last_used_at = now() WHERE tenant_id = $1", [tenantId]);
+}
+
+/**
+ * Runs a change and waits until the cached server has applied its notice: a
+ * load racing a notice is (rightly) not kept, which would make the next
+ * measured read a miss.
+ */
+async function changed<T>(change: () => Promise<T>): Promise<T> {
+  const before = applied;
+  const result = await change();
+  await vi.waitFor(() => expect(applied).toBeGreaterThan(before), { timeout: 2_000, interval: 2 });
+  return result;
 }
 
 const client = (server: TestServer) => clientFor(TenantRegistryService, server.baseUrl, "grpc");
@@ -166,7 +181,7 @@ const HOT_READS: readonly HotRead[] = [
 
 async function freshTenant(): Promise<{ t: TenantRow; key: string }> {
   const t = await insertTenant(sql, { products: ["certifai"] });
-  const { secret: key } = await client(uncached).createApiKey({ tenantId: t.id, name: "hot", scopes: ["read"] });
+  const { secret: key } = await changed(() => client(uncached).createApiKey({ tenantId: t.id, name: "hot", scopes: ["read"] }));
   await markKeysUsed(t.id);
   return { t, key };
 }
@@ -191,10 +206,10 @@ describe("with the cache, a hot read is one query on a miss and none on a hit", 
   it("ResolveIdp: a miss is two queries (the domain, its tenant), the next call none", async () => {
     const t = await insertTenant(sql);
     const domain = `${t.slug}.example`;
-    await client(uncached).setIdpConfig({
+    await changed(() => client(uncached).setIdpConfig({
       tenantId: t.id,
       idpConfig: { protocol: 1, issuerUrl: "https://idp.example.com/realms/x", clientId: "c", emailDomains: [domain], enabled: true },
-    });
+    }));
     const miss = await measure(() => client(cached).resolveIdp({ email: `a@${domain}` }));
     expect(miss.queries, miss.methods.join(", ")).toBe(2);
     const hit = await measure(() => client(cached).resolveIdp({ email: `b@${domain}` }));
@@ -235,11 +250,9 @@ describe("time-dependent facts are judged at read time, against the clock, even 
 
   it("a cached key whose expiry passes verifies as EXPIRED, with no invalidation and no query", async () => {
     const t = await insertTenant(sql, { products: ["certifai"] });
-    const { secret: key } = await client(cached).createApiKey({
-      tenantId: t.id,
-      name: "expiring",
-      expiresAt: timestampFromDate(new Date(now.getTime() + HOUR)),
-    });
+    const { secret: key } = await changed(() =>
+      client(cached).createApiKey({ tenantId: t.id, name: "expiring", expiresAt: timestampFromDate(new Date(now.getTime() + HOUR)) }),
+    );
     await markKeysUsed(t.id);
     expect((await client(cached).verifyApiKey({ key })).code).toBe(VerifyApiKeyCode.VALID);
     const invalidations = cached.app.cacheStats.invalidations;
@@ -251,8 +264,8 @@ describe("time-dependent facts are judged at read time, against the clock, even 
 
   it("a rotated key's previous secret works through its grace period and is EXPIRED after it, from the cache", async () => {
     const t = await insertTenant(sql, { products: ["certifai"] });
-    const created = await client(cached).createApiKey({ tenantId: t.id, name: "rotating" });
-    await client(cached).rotateApiKey({ id: created.apiKey!.id, gracePeriod: durationFromMs(HOUR) });
+    const created = await changed(() => client(cached).createApiKey({ tenantId: t.id, name: "rotating" }));
+    await changed(() => client(cached).rotateApiKey({ id: created.apiKey!.id, gracePeriod: durationFromMs(HOUR) }));
     await markKeysUsed(t.id);
     expect((await client(cached).verifyApiKey({ key: created.secret })).code).toBe(VerifyApiKeyCode.VALID);
     now = new Date(now.getTime() + 2 * HOUR);
@@ -262,7 +275,9 @@ describe("time-dependent facts are judged at read time, against the clock, even 
 
   it("a cached grant whose expiry passes is GRANT_EXPIRED and leaves the tenant's products, with no query", async () => {
     const t = await insertTenant(sql, { products: ["certifai"] });
-    await client(cached).grantProduct({ tenantId: t.id, product: ProductCode.COMPLIANCE, expiresAt: timestampFromDate(new Date(now.getTime() + HOUR)) });
+    await changed(() =>
+      client(cached).grantProduct({ tenantId: t.id, product: ProductCode.COMPLIANCE, expiresAt: timestampFromDate(new Date(now.getTime() + HOUR)) }),
+    );
     expect((await client(cached).checkEntitlement({ tenant: t.slug, product: ProductCode.COMPLIANCE })).reason).toBe(EntitlementReason.ENTITLED);
     expect((await client(cached).getTenant({ id: t.id })).tenant?.products).toEqual([ProductCode.CERTIFAI, ProductCode.COMPLIANCE]);
     now = new Date(now.getTime() + 2 * HOUR);
