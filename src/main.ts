@@ -8,7 +8,8 @@ import { TRACING_OFF } from "./observability/tracing.js";
 
 const USAGE = `usage: tenant-registry [serve]          serve the API on ADDR (default)
        tenant-registry migrate <up | version | down | down-all | create NAME> [--force]
-       tenant-registry dev-token --role <role> [--tenant <slug or id>] [--ttl 1h]   dev only: a token from the dev issuer`;
+       tenant-registry dev-token --role <role> [--tenant <slug or id>] [--ttl 1h]   dev only: a token from the dev issuer
+       tenant-registry audit <checkpoint | verify> [--tenant ID] [--checkpoint FILE]   sign or verify an audit chain`;
 
 /** The only place that reads process.argv and process.env. */
 async function main(argv: readonly string[]): Promise<number> {
@@ -24,7 +25,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   // dev-token is for the dev issuer: KEYCLOAK_ISSUER=dev unless the environment says otherwise.
   const env = command === "dev-token" ? { KEYCLOAK_ISSUER: "dev", ...process.env } : process.env;
-  const config = loadConfig(env, command === "migrate" ? "migrate" : "serve");
+  const config = loadConfig(env, command === "migrate" || command === "audit" ? "migrate" : "serve");
   switch (command) {
     case "serve": {
       const tracing =
@@ -37,6 +38,10 @@ async function main(argv: readonly string[]): Promise<number> {
     case "migrate": {
       const { runMigrate } = await import("./cli/migrate.js");
       return runMigrate(args, config, { log: (line) => console.log(line), error: (line) => console.error(line) });
+    }
+    case "audit": {
+      const { runAudit } = await import("./cli/audit.js");
+      return runAudit(args, config, { log: (line) => console.log(line), error: (line) => console.error(line) });
     }
     case "dev-token": {
       const { runDevToken } = await import("./cli/dev-token.js");
