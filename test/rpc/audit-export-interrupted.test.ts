@@ -74,14 +74,14 @@ describe("an export cut short", () => {
       envelope.writeUInt32BE(body.length, 1);
       const res = await fetch(`${server.baseUrl}/breakpilot.tenantregistry.v1.TenantRegistryService/ExportAuditEvents`, {
         method: "POST",
-        headers: { "content-type": "application/connect+json", "connect-protocol-version": "1", "connect-timeout-ms": "300" },
+        headers: { "content-type": "application/connect+json", "connect-protocol-version": "1", "connect-timeout-ms": "500" },
         body: envelope,
       });
       expect(res.status).toBe(200);
       const chunks: Buffer[] = [];
       for await (const chunk of res.body!) {
         chunks.push(Buffer.from(chunk));
-        await new Promise((r) => setTimeout(r, 2));
+        await new Promise((r) => setTimeout(r, 20));
       }
       const bytes = Buffer.concat(chunks);
       let messages = 0;
