@@ -12,22 +12,27 @@ const CLIENT_FAULT = /^(parse binary:|received compressed envelope|decompression
  * failures as InvalidArgument before connect-es serialises them, and writes
  * their access-log line: they fail before any interceptor sees the call.
  *
- * connect-es aborts the call's context with the error just before it turns the
- * error into a status; the abort listener runs synchronously in between, which
- * is the one seam the library leaves for this. The fuzz test pins it down.
+ * connect-es hands the error to the call context's abort() just before it
+ * turns it into a status, on every protocol; wrapping abort() is the one seam
+ * the library leaves for this. Listening on the context's signal would not do:
+ * when the caller's deadline fires while the body is still arriving, the
+ * signal is already aborted and the later parse failure never reaches it (the
+ * fuzz test found that one under load). The fuzz and deadline tests pin it down.
  */
 export function createClientFaultGate(logger: Logger): (context: HandlerContext) => void {
   return (context) => {
     // A deadline already past (connect-timeout-ms: 0) would abort the context
-    // before the body is parsed, and hide a parse failure from the listener below.
+    // before the body is parsed, and hide a parse failure from the wrapper below.
     const left = context.timeoutMs();
     if (left !== undefined && left <= 0) throw new ConnectError("the call's deadline has already passed", Code.DeadlineExceeded);
     const started = performance.now();
-    context.signal.addEventListener(
-      "abort",
-      () => {
-        const reason: unknown = context.signal.reason;
-        if (!(reason instanceof ConnectError) || reason.code !== Code.Internal || !CLIENT_FAULT.test(reason.rawMessage)) return;
+    // abort() is on the context object connect-es builds, though not on its public type.
+    const internal = context as HandlerContext & { abort(reason?: unknown): void };
+    const abort = internal.abort.bind(internal);
+    let logged = false;
+    internal.abort = (reason?: unknown) => {
+      if (!logged && reason instanceof ConnectError && reason.code === Code.Internal && CLIENT_FAULT.test(reason.rawMessage)) {
+        logged = true;
         (reason as { code: Code }).code = Code.InvalidArgument;
         logger.info(
           {
@@ -39,9 +44,9 @@ export function createClientFaultGate(logger: Logger): (context: HandlerContext)
           },
           "rpc",
         );
-      },
-      { once: true },
-    );
+      }
+      abort(reason);
+    };
   };
 }
 

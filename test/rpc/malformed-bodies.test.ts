@@ -81,6 +81,39 @@ describe("a body the server cannot decode is the caller's fault (InvalidArgument
   });
 });
 
+describe("a body that cannot be decoded is still InvalidArgument when the caller's deadline passed while it arrived", () => {
+  // The deadline fires first, so the call's signal is already aborted when the body
+  // fails to inflate or parse; connect-es would then answer Internal.
+  async function slowConnectUnary(body: Uint8Array, extra: Record<string, string>) {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": LIST_TENANTS,
+      "content-type": "application/proto",
+      "connect-protocol-version": "1",
+      "connect-timeout-ms": "30",
+      ...extra,
+    });
+    const chunks: Buffer[] = [];
+    let status = 0;
+    stream.on("response", (h) => (status = Number(h[":status"])));
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    const ended = new Promise<void>((resolve, reject) => (stream.on("end", resolve), stream.on("error", reject)));
+    await new Promise((r) => setTimeout(r, 150));
+    stream.end(body);
+    await ended;
+    return { status, json: JSON.parse(Buffer.concat(chunks).toString()) as { code: string } };
+  }
+
+  it.each([
+    ["a brotli encoding that does not inflate", NOT_GZIP, { "content-encoding": "br" }],
+    ["a gzip encoding that does not inflate", NOT_GZIP, { "content-encoding": "gzip" }],
+    ["an illegal tag", ILLEGAL_TAG, {}],
+  ])("Connect binary with %s: never internal", async (_what, body, extra) => {
+    const { status, json } = await slowConnectUnary(body, extra);
+    expect([status, json.code]).toEqual([400, "invalid_argument"]);
+  });
+});
+
 describe("invalid UTF-8 in a JSON body is refused, not stored as U+FFFD", () => {
   it("Connect JSON: 400 invalid_argument naming the encoding", async () => {
     const { status, json } = await connectUnary("/breakpilot.tenantregistry.v1.TenantRegistryService/CreateTenant", "application/json", invalidUtf8Json());
