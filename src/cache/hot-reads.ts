@@ -100,17 +100,15 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
   const loadTenantBySlug = async (slug: string, put: Put): Promise<Loaded<CachedTenant>> => {
     const record = await findTenantRecord(db, { slug });
     if (!record) return { value: null, tenantId: undefined };
-    const tenant = new CachedTenant(record);
-    const byId = cacheKey.tenant(tenant.id);
-    put(byId, { value: tenant, tenantId: tenant.id });
+    const byId = cacheKey.tenant(record.id);
+    const tenant = put(byId, { value: new CachedTenant(record), tenantId: record.id })!;
     return { value: tenant, tenantId: tenant.id, dependsOn: [byId] };
   };
   const loadApiKeys = async (prefix: string, put: Put): Promise<Loaded<readonly KeyWithTenant[]>> => {
     const rows = await findApiKeysByPrefix(db, prefix);
     if (rows.length === 0) return { value: NO_KEYS, tenantId: undefined };
     const keys = rows.map(({ key, tenant }): KeyWithTenant => {
-      const cached = new CachedTenant(tenant);
-      put(cacheKey.tenant(tenant.id), { value: cached, tenantId: tenant.id });
+      const cached = put(cacheKey.tenant(tenant.id), { value: new CachedTenant(tenant), tenantId: tenant.id })!;
       return { key: { ...key, lastNotedAt: null }, tenant: cached };
     });
     return { value: keys, tenantId: keys[0]!.tenant.id, dependsOn: keys.map((k) => cacheKey.tenant(k.tenant.id)) };

@@ -42,8 +42,13 @@ export type Loaded<V> = {
   readonly dependsOn?: readonly CacheKey[];
 };
 
-/** What a load may hand the cache besides its own answer. */
-export type Put = (key: CacheKey, loaded: Loaded<object | string>) => void;
+/**
+ * What a load may hand the cache besides its own answer. It returns the value
+ * to embed in that answer: the one already cached under `key` when there is
+ * one, else `loaded`'s. So 100k keys of one tenant share one cached tenant
+ * instead of holding a copy each; a cached entry is as current as any hit.
+ */
+export type Put = <V extends object | string>(key: CacheKey, loaded: Loaded<V>) => V | null;
 
 export type ReadCache = {
   /**
@@ -67,7 +72,7 @@ export type ReadCache = {
 
 type Entry = Loaded<object | string>;
 
-const ignore: Put = () => {};
+const ignore: Put = (_key, loaded) => loaded.value;
 
 /**
  * The in-process read-through cache of the hot reads, kept honest by change
@@ -211,11 +216,17 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       let pending = inFlight.get(key);
       if (!pending) {
         const started = epoch;
-        const keep: Put = (k, entry) => {
+        const keep = (k: string, entry: Entry) => {
           if (stillFresh(started, k, entry)) store(k, entry);
         };
+        const put: Put = (k, entry) => {
+          const existing = lru.get(k);
+          if (existing !== undefined) return existing.value as typeof entry.value;
+          keep(k, entry);
+          return entry.value;
+        };
         loading++;
-        pending = load(arg, keep)
+        pending = load(arg, put)
           .then((loaded) => {
             keep(key, loaded);
             return loaded;

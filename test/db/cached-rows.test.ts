@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createChangeListener } from "../../src/cache/change-listener.js";
+import { createHotReads } from "../../src/cache/hot-reads.js";
+import { createReadCache } from "../../src/cache/read-cache.js";
+import { DEFAULT_CACHE_SETTINGS } from "../../src/config.js";
 import type { DatabasePool } from "../../src/db/pool.js";
+import { createLogger } from "../../src/logger.js";
 import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
 import { generateApiKeyToken } from "../../src/domain/api-key.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
@@ -33,5 +38,35 @@ describe("verification rows as the cache keeps them", () => {
     // A pooled slice would report the 8 KB slab it pins as its buffer.
     expect(hashes.map((h) => h.buffer.byteLength)).toEqual([current.hash.length, previous.hash.length]);
     expect(hashes[0]!.equals(current.hash)).toBe(true);
+  });
+});
+
+describe("the cache keeps one tenant for all the answers that embed it", () => {
+  it("the keys of one tenant, its slug and its id share one cached tenant; a tenant-wide notice replaces it for all", async () => {
+    const client = await db.client();
+    const tenant = await insertTenant(client);
+    const tokens = [generateApiKeyToken(), generateApiKeyToken(), generateApiKeyToken()];
+    for (const t of tokens) {
+      await client.query(`INSERT INTO api_keys (tenant_id, name, prefix, secret_hash) VALUES ($1, 'share', $2, $3)`, [tenant.id, t.prefix, t.hash]);
+    }
+    const logger = createLogger("silent");
+    const listener = createChangeListener({ connectionUri: db.url, logger });
+    try {
+      await listener.whenConnected(10_000);
+      const cache = createReadCache(DEFAULT_CACHE_SETTINGS, listener, logger);
+      const hot = createHotReads(pool, cache);
+      const embedded = [];
+      for (const t of tokens) embedded.push((await hot.apiKeysByPrefix(t.prefix))[0]!.tenant);
+      embedded.push((await hot.tenantBySlug(tenant.slug))!, (await hot.tenantById(tenant.id))!);
+      expect(new Set(embedded).size).toBe(1);
+
+      await client.query(`UPDATE tenants SET name = 'Renamed' WHERE id = $1`, [tenant.id]);
+      cache.apply({ tenantId: tenant.id, action: "tenant.update", keys: [], tenantWide: true, at: Date.now() });
+      const after = [(await hot.apiKeysByPrefix(tokens[0]!.prefix))[0]!.tenant, (await hot.tenantById(tenant.id))!];
+      expect(after.map((t) => t.record.name)).toEqual(["Renamed", "Renamed"]);
+      expect(after[0]).toBe(after[1]);
+    } finally {
+      await listener.close();
+    }
   });
 });

@@ -26,8 +26,9 @@ useOidcTestServer((harness) => {
 let work: string;
 let consumer: string;
 
+// Generous: npm install of the tarball's runtime dependencies took > 90 s on a loaded 2-core machine.
 async function run(file: string, args: string[], env: Record<string, string> = {}, cwd = consumer) {
-  return execFileP(file, args, { cwd, env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? work, ...env }, timeout: 90_000 });
+  return execFileP(file, args, { cwd, env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? work, ...env }, timeout: 240_000 });
 }
 
 /** The TypeScript block the README marks as the client snippet, exactly as written there. */
@@ -71,7 +72,7 @@ beforeAll(async () => {
     }),
   );
   await insertTenant(h.sql, { slug: "acme", name: "Acme Corp", products: ["certifai"] });
-}, 180_000);
+}, 360_000);
 afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
