@@ -83,64 +83,86 @@ export async function insertAuditEvents(db: Db, events: readonly NewAuditEvent[]
   return { recorded, duplicates: events.length - recorded };
 }
 
-const auditEventRow = z.object({
-  id: z.guid(),
-  tenant_id: z.guid().nullable(),
-  action: z.string(),
-  crud: z.string(),
-  actor_id: z.string().nullable(),
-  actor_name: z.string().nullable(),
-  actor_type: z.string().nullable(),
-  actor_href: z.string().nullable(),
-  target_id: z.string().nullable(),
-  target_name: z.string().nullable(),
-  target_type: z.string().nullable(),
-  source_ip: z.string().nullable(),
-  description: z.string(),
-  fields: z.record(z.string(), z.unknown()),
-  is_failure: z.boolean(),
-  is_anonymous: z.boolean(),
-  created_at_utc: z.string(),
-  external_id: z.string().nullable(),
-  component: z.string(),
-  chain_id: z.guid(),
-  sequence: z.string().regex(/^[1-9][0-9]*$/),
-  prev_hash: z.string().regex(/^[0-9a-f]{64}$/),
-  hash: z.string().regex(/^[0-9a-f]{64}$/),
-});
-
-function toAuditEvent(row: z.infer<typeof auditEventRow>): AuditEvent {
-  const hasActor = row.actor_id !== null || row.actor_name !== null || row.actor_type !== null || row.actor_href !== null;
-  const hasTarget = row.target_id !== null || row.target_name !== null || row.target_type !== null;
+/**
+ * Reads one audit_log row as selected by selectAuditEvent. Lists and exports
+ * read up to a million of these per call, so this is a typed check per column
+ * rather than a zod schema (which cost as much CPU per event as encoding it);
+ * a row that does not have the expected shape is schema drift and fails loudly,
+ * naming the column.
+ */
+function toAuditEvent(row: Record<string, unknown>): AuditEvent {
+  const id = text(row, "id");
+  const actorId = nullableText(row, "actor_id");
+  const actorName = nullableText(row, "actor_name");
+  const actorType = nullableText(row, "actor_type");
+  const actorHref = nullableText(row, "actor_href");
+  const targetId = nullableText(row, "target_id");
+  const targetName = nullableText(row, "target_name");
+  const targetType = nullableText(row, "target_type");
+  const fields = JSON.parse(text(row, "fields_json")) as unknown;
+  if (typeof fields !== "object" || fields === null || Array.isArray(fields)) drift("fields", fields);
+  const sequence = text(row, "sequence");
+  if (!DIGITS.test(sequence)) drift("sequence", sequence);
   return {
-    id: row.id,
-    tenantId: row.tenant_id,
-    action: row.action,
-    crud: row.crud,
-    actor: hasActor
-      ? { id: row.actor_id ?? "", name: row.actor_name ?? "", type: row.actor_type ?? "", href: row.actor_href ?? "" }
-      : null,
-    target: hasTarget ? { id: row.target_id ?? "", name: row.target_name ?? "", type: row.target_type ?? "" } : null,
-    sourceIp: row.source_ip,
-    description: row.description,
-    fields: row.fields,
-    isFailure: row.is_failure,
-    isAnonymous: row.is_anonymous,
-    createdAt: row.created_at_utc,
-    externalId: row.external_id,
-    component: row.component,
-    chainId: row.chain_id,
-    sequence: BigInt(row.sequence),
-    previousHash: row.prev_hash,
-    hash: row.hash,
+    id,
+    tenantId: nullableText(row, "tenant_id"),
+    action: text(row, "action"),
+    crud: text(row, "crud"),
+    actor:
+      actorId !== null || actorName !== null || actorType !== null || actorHref !== null
+        ? { id: actorId ?? "", name: actorName ?? "", type: actorType ?? "", href: actorHref ?? "" }
+        : null,
+    target:
+      targetId !== null || targetName !== null || targetType !== null
+        ? { id: targetId ?? "", name: targetName ?? "", type: targetType ?? "" }
+        : null,
+    sourceIp: nullableText(row, "source_ip"),
+    description: text(row, "description"),
+    fields: fields as Record<string, unknown>,
+    isFailure: bool(row, "is_failure"),
+    isAnonymous: bool(row, "is_anonymous"),
+    createdAt: text(row, "created_at_utc"),
+    externalId: nullableText(row, "external_id"),
+    component: text(row, "component"),
+    chainId: text(row, "chain_id"),
+    sequence: BigInt(sequence),
+    previousHash: hex64(row, "prev_hash"),
+    hash: hex64(row, "hash"),
   };
+}
+
+const DIGITS = /^[1-9][0-9]*$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function drift(column: string, value: unknown): never {
+  throw new TypeError(`audit_log row: column ${column} has an unexpected ${value === null ? "null" : typeof value} value`);
+}
+
+function text(row: Record<string, unknown>, column: string): string {
+  const value = row[column];
+  return typeof value === "string" ? value : drift(column, value);
+}
+
+function nullableText(row: Record<string, unknown>, column: string): string | null {
+  const value = row[column];
+  return value === null || typeof value === "string" ? value : drift(column, value);
+}
+
+function bool(row: Record<string, unknown>, column: string): boolean {
+  const value = row[column];
+  return typeof value === "boolean" ? value : drift(column, value);
+}
+
+function hex64(row: Record<string, unknown>, column: string): string {
+  const value = text(row, column);
+  return HEX64.test(value) ? value : drift(column, value);
 }
 
 // created_at as an exact Instant: a Date would drop the microseconds the keyset needs.
 // (Named apart from created_at and seq so ORDER BY sorts by the columns, not the text.)
 const selectAuditEvent = sql.fragment`
   SELECT id, tenant_id, action, crud, actor_id, actor_name, actor_type, actor_href,
-         target_id, target_name, target_type, host(source_ip) AS source_ip, description, fields,
+         target_id, target_name, target_type, host(source_ip) AS source_ip, description, fields::text AS fields_json,
          is_failure, is_anonymous,
          to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at_utc,
          external_id, component, chain_id, seq::text AS sequence,
@@ -176,16 +198,49 @@ export async function listAuditEvents(
   after: AuditCursor | undefined,
   limit: number,
 ): Promise<AuditEvent[]> {
+  return (await auditEventPage(db, filter, order, after, limit)).events;
+}
+
+/**
+ * A page as listAuditEvents reads it, with each event's approximate encoded
+ * size in bytes (its text columns, fields as JSON), so that an export can cut
+ * its messages by size without encoding anything twice.
+ */
+export async function auditEventPage(
+  db: Db,
+  filter: AuditFilter,
+  order: "newest_first" | "oldest_first",
+  after: AuditCursor | undefined,
+  limit: number,
+): Promise<{ readonly events: AuditEvent[]; readonly sizes: number[] }> {
   const conditions = filterConditions(filter);
   const newestFirst = order === "newest_first";
   if (after) {
     conditions.push(newestFirst ? sql.fragment`seq < ${after.sequence}` : sql.fragment`seq > ${after.sequence}`);
   }
   const orderBy = newestFirst ? sql.fragment`seq DESC` : sql.fragment`seq ASC`;
-  const rows = await db.any(sql.type(auditEventRow)`
+  // sql.unsafe: toAuditEvent checks each row (see there for why not a zod schema).
+  const rows = await db.any(sql.unsafe`
     ${selectAuditEvent}
     WHERE ${sql.join(conditions, sql.fragment` AND `)}
     ORDER BY ${orderBy}
     LIMIT ${limit}`);
-  return rows.map(toAuditEvent);
+  const events: AuditEvent[] = new Array(rows.length);
+  const sizes: number[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i] as Record<string, unknown>;
+    events[i] = toAuditEvent(row);
+    sizes[i] = approximateSize(row);
+  }
+  return { events, sizes };
+}
+
+/** Fixed fields (ids, hashes, timestamps, tags) plus the free text; an estimate, not a bound. */
+function approximateSize(row: Record<string, unknown>): number {
+  let size = 256;
+  for (const column of ["description", "fields_json", "actor_name", "actor_href", "target_name", "action"]) {
+    const value = row[column];
+    if (typeof value === "string") size += value.length;
+  }
+  return size;
 }
