@@ -1,6 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { insertAuditEvents, listAuditEvents, lockExistingTenantIds } from "../db/queries/audit.js";
+import { auditEventPage, insertAuditEvents, listAuditEvents, lockExistingTenantIds } from "../db/queries/audit.js";
 import { findTenantRef, type Db } from "../db/queries/tenants.js";
 import {
   cursorOf,
@@ -21,7 +21,13 @@ import { decodePageToken, encodePageToken, pageSize, takePage } from "./paginati
 import { Violations } from "./validate.js";
 
 /** Export reads this many events per query: memory stays bounded however many match. */
-const EXPORT_BATCH = 500;
+const EXPORT_PAGE = 1000;
+/**
+ * An export message is cut once its events reach about this many bytes, so it
+ * stays far below the 4 MiB a gRPC client accepts by default however large the
+ * events' fields are (one event larger than this still goes, alone).
+ */
+const EXPORT_MESSAGE_BYTES = 1024 * 1024;
 /**
  * A batch of 1,000 bad events would otherwise answer with thousands of
  * violations: more than a gRPC trailer carries, and more than anyone reads.
@@ -113,13 +119,25 @@ export function createAuditHandlers({ db, clock, metrics }: ServiceDeps) {
         // Cut short (deadline, cancel, shutdown): end with the abort's error, never
         // with a clean end of stream that would pass a partial export off as complete.
         ctx.signal.throwIfAborted();
-        const batch = await listAuditEvents(db, filter, "oldest_first", after, EXPORT_BATCH);
-        for (const event of batch) {
-          ctx.signal.throwIfAborted();
-          yield { event: auditEventToProto(event) };
+        // The next page is read only once the client has taken this one (the
+        // generator resumes after the write): memory stays at one page.
+        const { events, sizes } = await auditEventPage(db, filter, "oldest_first", after, EXPORT_PAGE);
+        // One message per batch, not per event: per-message framing, encoding
+        // and writing was most of the export's CPU.
+        let start = 0;
+        let bytes = 0;
+        for (let i = 0; i <= events.length; i++) {
+          // Cut before the event that would take the message past the limit (or at the page's end).
+          if (i > start && (i === events.length || bytes + sizes[i]! > EXPORT_MESSAGE_BYTES)) {
+            ctx.signal.throwIfAborted();
+            yield { events: events.slice(start, i).map(auditEventToProto) };
+            start = i;
+            bytes = 0;
+          }
+          if (i < events.length) bytes += sizes[i]!;
         }
-        if (batch.length < EXPORT_BATCH) return;
-        after = cursorOf(batch.at(-1)!);
+        if (events.length < EXPORT_PAGE) return;
+        after = cursorOf(events.at(-1)!);
       }
     },
   } satisfies Partial<ServiceImpl<typeof TenantRegistryService>>;

@@ -128,7 +128,7 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
 
   async function exportAll(req: ExportInit): Promise<AuditEvent[]> {
     const events: AuditEvent[] = [];
-    for await (const message of client().exportAuditEvents(req)) events.push(message.event!);
+    for await (const message of client().exportAuditEvents(req)) events.push(...message.events);
     return events;
   }
 
@@ -490,6 +490,27 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
       expect(new Set(events.map((e) => e.id)).size).toBe(2500);
     });
 
+    it("sends its events in batches of up to 1,000 per message, never an empty one", async () => {
+      const tenant = await insertTenant(sqlClient);
+      await seedEvents(tenant.id, 2000); // an exact multiple: the last page read is empty
+      const sizes: number[] = [];
+      for await (const message of client().exportAuditEvents({ tenantId: tenant.id })) sizes.push(message.events.length);
+      expect(sizes).toEqual([1000, 1000]);
+    });
+
+    it("cuts a message before it would pass about 1 MiB, so large events stay readable by a 4 MiB client", async () => {
+      const tenant = await insertTenant(sqlClient);
+      const blob = "x".repeat(400_000);
+      await client().recordAuditEvents({
+        events: [1, 2, 3, 4, 5].map((i) => validEvent(tenant.id, { externalId: `big-${i}-${randomUUID()}`, fields: { blob } })),
+      });
+      await seedEvents(tenant.id, 3);
+      const sizes: number[] = [];
+      for await (const message of client().exportAuditEvents({ tenantId: tenant.id })) sizes.push(message.events.length);
+      // 2 × 400 kB fit under 1 MiB, a third would not; the small events join the last batch.
+      expect(sizes).toEqual([2, 2, 4]);
+    });
+
     it("stops when the client goes away", async () => {
       const tenant = await insertTenant(sqlClient);
       await seedEvents(tenant.id, 1200);
@@ -497,13 +518,13 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
       let received = 0;
       await expect(
         (async () => {
-          for await (const _ of client().exportAuditEvents({ tenantId: tenant.id }, { signal: abort.signal })) {
-            received += 1;
-            if (received === 10) abort.abort();
+          for await (const message of client().exportAuditEvents({ tenantId: tenant.id }, { signal: abort.signal })) {
+            received += message.events.length;
+            abort.abort(); // after the first batch
           }
         })(),
       ).rejects.toMatchObject({ code: Code.Canceled });
-      expect(received).toBe(10);
+      expect(received).toBe(1000);
       // The server is still fine.
       expect((await client().listAuditEvents({ tenantId: tenant.id, pageSize: 1 })).events).toHaveLength(1);
     });
@@ -516,16 +537,17 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
 });
 
 describe("ExportAuditEvents through buf curl", () => {
-  it("prints one JSON object per event, oldest first", async () => {
+  it("prints one JSON object per batch of events, oldest first", async () => {
     const tenant = await insertTenant(sqlClient);
     await seedEvents(tenant.id, 12);
     const { stdout } = await run(BUF, [
       "curl", "--http2-prior-knowledge", "-d", JSON.stringify({ tenantId: tenant.id }),
       `${server.baseUrl}/${SERVICE}/ExportAuditEvents`,
     ]);
-    const messages = parseJsonSequence(stdout) as { event: { id: string; tenantId: string; action: string } }[];
-    expect(messages.map((m) => m.event.id)).toEqual(await idsInOrder(tenant.id, "asc"));
-    expect(messages[0]!.event).toMatchObject({ tenantId: tenant.id, action: "seed.event" });
+    const messages = parseJsonSequence(stdout) as { events: { id: string; tenantId: string; action: string }[] }[];
+    const events = messages.flatMap((m) => m.events);
+    expect(events.map((e) => e.id)).toEqual(await idsInOrder(tenant.id, "asc"));
+    expect(events[0]).toMatchObject({ tenantId: tenant.id, action: "seed.event" });
   });
 });
 
