@@ -8,7 +8,7 @@ import type { Logger } from "../logger.js";
 import type { OutcomeMetrics } from "../observability/metrics.js";
 import { actorKey, clientAddressKey, peerAddressKey, principalKey } from "../transport/context.js";
 import { AuthenticationError, type Authenticator } from "./authenticate.js";
-import { platformPermissionsOf, RPC_POLICIES, tenantPermissionsOf, type RpcPolicy, type TenantLocator } from "./permissions.js";
+import { hasPlatformPermission, RPC_POLICIES, tenantPermissionsOf, type RpcPolicy, type TenantLocator } from "./permissions.js";
 import { actorOf, type Principal } from "./principal.js";
 import type { TenantLookup } from "./tenant-lookup.js";
 
@@ -99,7 +99,7 @@ async function authorize(
   tenants: TenantLookup,
 ): Promise<Denial | undefined> {
   const denied: Denial = { code: Code.PermissionDenied, message: `permission denied: ${policy.permission} required` };
-  if (platformPermissionsOf(principal).has(policy.permission)) return undefined;
+  if (hasPlatformPermission(principal, policy.permission)) return undefined;
   if (policy.tenant.by === "none") return denied;
   if (!principal.tenantId) {
     return principal.roles.length > 0 ? { ...denied, message: "permission denied: tenant role without a tenant claim" } : denied;

@@ -139,6 +139,22 @@ export function platformPermissionsOf(principal: Principal): Set<Permission> {
   return new Set(principal.roles.filter((r) => PLATFORM_ROLES.includes(r)).flatMap((role) => ROLE_PERMISSIONS[role]));
 }
 
+const ROLE_PERMISSION_SETS: Readonly<Record<Role, ReadonlySet<Permission>>> = {
+  "platform-admin": new Set(ROLE_PERMISSIONS["platform-admin"]),
+  service: new Set(ROLE_PERMISSIONS.service),
+  "tenant-admin": new Set(ROLE_PERMISSIONS["tenant-admin"]),
+  "tenant-viewer": new Set(ROLE_PERMISSIONS["tenant-viewer"]),
+};
+
+/**
+ * Whether one of the principal's platform roles grants `permission`: the
+ * check every call makes, so it builds no set per call.
+ */
+export function hasPlatformPermission(principal: Principal, permission: Permission): boolean {
+  if (principal.kind === "api_key") return false;
+  return principal.roles.some((role) => PLATFORM_ROLES.includes(role) && ROLE_PERMISSION_SETS[role].has(permission));
+}
+
 /** What the principal may do on its own tenant only: its tenant roles, or an API key's scopes. */
 export function tenantPermissionsOf(principal: Principal): Set<Permission> {
   if (principal.kind === "api_key") return permissionsOfScopes(principal.scopes ?? []);

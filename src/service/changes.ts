@@ -6,7 +6,7 @@ import {
   type TenantRegistryService,
   type WatchChangesResponse,
 } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { platformPermissionsOf } from "../auth/permissions.js";
+import { hasPlatformPermission } from "../auth/permissions.js";
 import type { ChangeListener } from "../cache/change-listener.js";
 import type { ChangeNotice } from "../cache/change-notice.js";
 import { InvalidArgumentError } from "../domain/errors.js";
@@ -44,7 +44,7 @@ export function createChangeHandlers(
       // Draining: no new watch here; the client backs off and resubscribes (elsewhere).
       if (shutdownSignal.aborted) throw new ConnectError("the server is draining; watch elsewhere", Code.Unavailable);
       const principal = ctx.values.get(principalKey);
-      const everyTenant = principal === undefined || platformPermissionsOf(principal).has("tenants:read");
+      const everyTenant = principal === undefined || hasPlatformPermission(principal, "tenants:read");
       const scope = req.tenantId !== "" ? req.tenantId.toLowerCase() : everyTenant ? undefined : principal?.tenantId;
 
       // On overflow the backlog collapses into "start over": a flush, or a pause while the feed is down.
