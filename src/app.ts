@@ -212,6 +212,8 @@ export function createApp({
     jsonOptions,
     shutdownSignal: shutdown.signal,
     logger,
+    auditSigner,
+    clock,
   });
   registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], AbortSignal.any([drain.signal, shutdown.signal]));
   if (reflection) registerReflection(router, registryOf(served), served);

@@ -248,9 +248,10 @@ function devIssuerUrl(listen: { host: string | undefined; port: number }): strin
 
 /**
  * `purpose` "migrate" skips what only serving needs (the token issuer), so an
- * init container runs with nothing but DATABASE_URL.
+ * init container runs with nothing but DATABASE_URL; "offline" (`audit verify
+ * --file`) also skips the database, which it never opens.
  */
-export function loadConfig(env: Record<string, string | undefined>, purpose: "serve" | "migrate" = "serve"): Config {
+export function loadConfig(env: Record<string, string | undefined>, purpose: "serve" | "migrate" | "offline" = "serve"): Config {
   // Treat VAR= (set but empty) as unset, the way shells and compose files usually mean it.
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = envSchema.safeParse(present);
@@ -260,7 +261,7 @@ export function loadConfig(env: Record<string, string | undefined>, purpose: "se
   }
   const e = parsed.data;
   const production = e.APP_ENV !== "dev";
-  if (production && e.DATABASE_URL === undefined) {
+  if (production && purpose !== "offline" && e.DATABASE_URL === undefined) {
     throw new ConfigError(
       `DATABASE_URL: required when APP_ENV=${e.APP_ENV} (the embedded PostgreSQL is for dev only)`,
     );

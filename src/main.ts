@@ -9,7 +9,8 @@ import { TRACING_OFF } from "./observability/tracing.js";
 const USAGE = `usage: tenant-registry [serve]          serve the API on ADDR (default)
        tenant-registry migrate <up | version | down | down-all | create NAME> [--force]
        tenant-registry dev-token --role <role> [--tenant <slug or id>] [--ttl 1h]   dev only: a token from the dev issuer
-       tenant-registry audit <checkpoint | verify> [--tenant ID] [--checkpoint FILE]   sign or verify an audit chain`;
+       tenant-registry audit <checkpoint | verify> [--tenant ID] [--checkpoint FILE]   sign or verify an audit chain
+       tenant-registry audit verify --file EXPORT [--checkpoint FILE] [--public-key FILE]   verify an NDJSON export offline`;
 
 /** The only place that reads process.argv and process.env. */
 async function main(argv: readonly string[]): Promise<number> {
@@ -25,7 +26,8 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   // dev-token is for the dev issuer: KEYCLOAK_ISSUER=dev unless the environment says otherwise.
   const env = command === "dev-token" ? { KEYCLOAK_ISSUER: "dev", ...process.env } : process.env;
-  const config = loadConfig(env, command === "migrate" || command === "audit" ? "migrate" : "serve");
+  const offline = command === "audit" && args.includes("--file");
+  const config = loadConfig(env, offline ? "offline" : command === "migrate" || command === "audit" ? "migrate" : "serve");
   switch (command) {
     case "serve": {
       const tracing =

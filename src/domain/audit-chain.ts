@@ -103,14 +103,82 @@ export function jsonbText(v: unknown): string {
   if (v === null) return "null";
   if (typeof v === "boolean") return String(v);
   if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number") return String(v);
+  if (typeof v === "number") return plainDecimal(String(v));
   if (Array.isArray(v)) return `[${v.map(jsonbText).join(", ")}]`;
   if (typeof v === "object") {
-    if ("numberText" in v && Object.keys(v).length === 1) return (v as JsonNumberText).numberText;
+    if ("numberText" in v && Object.keys(v).length === 1) return plainDecimal((v as JsonNumberText).numberText);
     const entries = Object.entries(v as Record<string, unknown>).sort(([a], [b]) => utf8Compare(a, b));
     return `{${entries.map(([k, x]) => `${JSON.stringify(k)}: ${jsonbText(x)}`).join(", ")}}`;
   }
   throw new TypeError(`not a JSON value: ${typeof v}`);
+}
+
+/**
+ * A JSON number in the plain decimal jsonb prints: `1e+21` is stored as
+ * numeric 1000000000000000000000, `1.5e-7` as 0.00000015 (the digits shift,
+ * none are lost or added, as numeric_in keeps them).
+ */
+function plainDecimal(text: string): string {
+  const m = /^(-?)(\d+)(?:\.(\d+))?[eE]([+-]?\d+)$/.exec(text);
+  if (!m) return text;
+  const [, sign, int, frac = ""] = m;
+  const digits = int! + frac;
+  const point = int!.length + Number(m[4]);
+  let plain: string;
+  if (point <= 0) plain = `0.${"0".repeat(-point)}${digits}`;
+  else if (point >= digits.length) plain = digits + "0".repeat(point - digits.length);
+  else plain = `${digits.slice(0, point)}.${digits.slice(point)}`;
+  plain = plain.replace(/^0+(?=\d)/, "");
+  return sign + plain;
+}
+
+// ---- Export files ----
+
+/**
+ * One `{"event":{…}}` line of an NDJSON export (the REST JSON of an
+ * AuditEvent) as its chain hashes it. The service stores no empty strings in
+ * the nullable columns (empty input is NULL), so "" and an absent value both
+ * read back as NULL; `fields` needs parseJsonKeepingNumbers to keep numbers exact.
+ */
+export function chainEventFromExportJson(json: unknown): ChainEvent | { readonly problem: string } {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) return { problem: "an event is a JSON object" };
+  const o = json as Record<string, unknown>;
+  const sub = (k: string) => (o[k] !== null && typeof o[k] === "object" ? (o[k] as Record<string, unknown>) : {});
+  const text = (v: unknown) => (typeof v === "string" ? v : "");
+  const nullable = (v: unknown) => (typeof v === "string" && v !== "" ? v : null);
+  const chainId = text(o["chainId"]);
+  const sequence = text(o["sequence"]);
+  const createdAt = normaliseInstant(text(o["createdAt"]));
+  if (!UUID.test(chainId)) return { problem: "chainId: must be a lowercase UUID" };
+  if (!/^[1-9]\d{0,18}$/.test(sequence)) return { problem: "sequence: must be a positive integer" };
+  if (!INSTANT.test(createdAt)) return { problem: "createdAt: must be an RFC 3339 UTC timestamp" };
+  for (const k of ["hash", "previousHash"]) if (!HEX64.test(text(o[k]))) return { problem: `${k}: must be 64 lowercase hex digits` };
+  const actor = sub("actor");
+  const target = sub("target");
+  return {
+    chainId,
+    sequence: BigInt(sequence),
+    id: text(o["id"]),
+    createdAt,
+    action: text(o["action"]),
+    crud: text(o["crud"]),
+    actorId: nullable(actor["id"]),
+    actorName: nullable(actor["name"]),
+    actorType: nullable(actor["type"]),
+    actorHref: nullable(actor["href"]),
+    targetId: nullable(target["id"]),
+    targetName: nullable(target["name"]),
+    targetType: nullable(target["type"]),
+    sourceIp: nullable(o["sourceIp"]),
+    description: text(o["description"]),
+    fieldsJson: jsonbText(o["fields"] ?? {}),
+    isFailure: o["isFailure"] === true,
+    isAnonymous: o["isAnonymous"] === true,
+    component: text(o["component"]),
+    externalId: nullable(o["externalId"]),
+    previousHash: text(o["previousHash"]),
+    hash: text(o["hash"]),
+  };
 }
 
 // ---- Signed checkpoints ----

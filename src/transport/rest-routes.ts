@@ -1,6 +1,6 @@
-import { getOption, hasOption, ScalarType, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, getOption, hasOption, ScalarType, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
-import type { HttpRule } from "../../gen/google/api/http_pb.js";
+import { HttpRuleSchema, type HttpRule } from "../../gen/google/api/http_pb.js";
 
 /**
  * The REST routes of the `google.api.http` annotations, compiled once at
@@ -149,7 +149,7 @@ function resolveFieldPath(message: DescMessage, dotted: string): DescField[] | u
   return path;
 }
 
-function compileRoute(rule: HttpRule, method: DescMethod): RestRoute {
+function compileRoute(rule: HttpRule, method: DescMethod, streaming = false): RestRoute {
   const name = `${method.parent.typeName}.${method.name}`;
   const fail = (why: string): never => {
     throw new RouteCompileError(`${name}: ${why}`);
@@ -157,7 +157,7 @@ function compileRoute(rule: HttpRule, method: DescMethod): RestRoute {
   const p = rule.pattern;
   if (p.case === undefined) fail("http rule has no pattern");
   const [httpMethod, template] = p.case === "custom" ? [p.value.kind.toUpperCase(), p.value.path] : [p.case!.toUpperCase(), p.value as string];
-  if (method.methodKind !== "unary") fail(`REST maps unary RPCs only, not ${method.methodKind}`);
+  if (method.methodKind !== (streaming ? "server_streaming" : "unary")) fail(`REST maps unary RPCs only, not ${method.methodKind}`);
   let parsed: ParsedTemplate;
   try {
     parsed = parseTemplate(template);
@@ -241,10 +241,22 @@ export type RestRouter = {
   match(httpMethod: string, pathname: string): RouteMatch;
 };
 
+/**
+ * A server-streaming RPC on a REST path, registered by hand: google.api.http
+ * maps unary calls only, and a stream's body is a format of its own (rest.ts
+ * writes it), not one JSON message. Same template syntax and trie as the rest.
+ */
+export type StreamingRoute = { readonly get: string; readonly method: DescMethod };
+
 /** Every REST route of the services' annotations; throws RouteCompileError on a bad or colliding one. */
-export function compileRestRoutes(services: readonly DescService[]): RestRouter {
+export function compileRestRoutes(services: readonly DescService[], streaming: readonly StreamingRoute[] = []): RestRouter {
   const root = emptyNode();
   const routes: RestRoute[] = [];
+  for (const s of streaming) {
+    const route = compileRoute(create(HttpRuleSchema, { pattern: { case: "get", value: s.get } }), s.method, true);
+    insert(root, route);
+    routes.push(route);
+  }
   for (const service of services) {
     for (const method of service.methods) {
       if (!hasOption(method, httpRule)) continue;

@@ -2,9 +2,12 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { fromJson, toJson, type DescMessage, type JsonObject, type JsonReadOptions, type JsonValue, type JsonWriteOptions, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
-import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
+import { invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditEventsResponse } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import type { AuditSigner } from "../domain/audit-chain.js";
+import { EXPORT_FORMATS, writeAuditExport, type ExportFormat } from "./rest-export.js";
 import { restRouteKey } from "./context.js";
 import type { Logger } from "../logger.js";
 import { createEnumsFromShort, createEnumsToShort } from "./rest-json.js";
@@ -46,7 +49,13 @@ export type RestOptions = {
   /** Aborts running REST calls with its reason, like the router's shutdownSignal. */
   readonly shutdownSignal?: AbortSignal;
   readonly logger: Logger;
+  /** Signs the tail of a full audit export; without it exports carry no checkpoint. */
+  readonly auditSigner?: AuditSigner;
+  readonly clock?: () => Date;
 };
+
+// The one server-streaming RPC with a REST path (see rest-export.ts).
+const EXPORT_ROUTE = { get: "/v1/tenants/{tenant_id}/audit/events:export", method: TenantRegistryService.method.exportAuditEvents };
 
 export type RestHandler = (req: NodeRequest, res: NodeResponse, contextValues: ContextValues) => Promise<boolean>;
 // Invalid bytes are refused, not stored as U+FFFD.
@@ -60,14 +69,21 @@ const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
  * adding an annotation to the proto is all a new RPC needs to get a REST path.
  */
 export function createRestHandler(options: RestOptions): RestHandler {
-  const router = compileRestRoutes(options.services.map((s) => s.service));
-  const specs = new Map<RestRoute["method"], Extract<MethodImplSpec, { kind: "unary" }>>();
+  const servesExport = options.services.some((s) => s.service === EXPORT_ROUTE.method.parent);
+  const router = compileRestRoutes(
+    options.services.map((s) => s.service),
+    servesExport ? [EXPORT_ROUTE] : [],
+  );
+  const specs = new Map<RestRoute["method"], Extract<MethodImplSpec, { kind: "unary" | "server_streaming" }>>();
   for (const service of options.services) {
-    for (const spec of Object.values(service.methods)) if (spec.kind === "unary") specs.set(spec.method, spec);
+    for (const spec of Object.values(service.methods)) {
+      if (spec.kind === "unary" || spec.kind === "server_streaming") specs.set(spec.method, spec);
+    }
   }
   for (const route of router.routes) {
     if (!specs.has(route.method)) throw new Error(`no implementation for ${route.method.parent.typeName}.${route.method.name}`);
   }
+  const clock = options.clock ?? (() => new Date());
   const interceptors = [...options.interceptors];
   // Strict, as REST always was: an unknown field or enum label is a 400 naming it.
   const readOptions: Partial<JsonReadOptions> = { ignoreUnknownFields: false };
@@ -171,6 +187,30 @@ export function createRestHandler(options: RestOptions): RestHandler {
       values: contextValues,
     };
     try {
+      if (spec.kind === "server_streaming") {
+        // Only the export: `format` is the route's own parameter, not a request field.
+        const params = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+        const format = params.get("format") ?? "ndjson";
+        if (params.getAll("format").length > 1 || !(EXPORT_FORMATS as readonly string[]).includes(format)) {
+          const description = `must be one of ${EXPORT_FORMATS.join(", ")}`;
+          sendJson(res, 400, { code: "invalid_argument", message: `format: ${description}`, fieldViolations: [{ field: "format", description }] });
+          return true;
+        }
+        params.delete("format");
+        const input = (await decode(route, segments, params.toString(), req)) as ExportAuditEventsRequest;
+        const stream = transformInvokeImplementation(spec, context, interceptors)(single(input))[Symbol.asyncIterator]() as AsyncIterator<ExportAuditEventsResponse>;
+        // Auth, validation and a missing tenant fail the first pull, before any header is sent.
+        const first = await stream.next();
+        copyResponseHeaders(context.responseHeader, res);
+        try {
+          await writeAuditExport({ res, format: format as ExportFormat, request: input, first, rest: stream, signer: options.auditSigner, writeOptions, clock, signal: abort.signal });
+        } catch (error) {
+          if (!(error instanceof ConnectError) && !abort.signal.aborted) options.logger.error({ err: error, route: route.template }, "rest export failed");
+          if ("stream" in res) res.stream.destroy();
+          else res.destroy();
+        }
+        return true;
+      }
       const input = await decode(route, segments, q < 0 ? "" : url.slice(q + 1), req);
       const output = await invokeUnaryImplementation(spec, context, input, interceptors);
       copyResponseHeaders(context.responseHeader, res);
@@ -189,6 +229,10 @@ export function createRestHandler(options: RestOptions): RestHandler {
     }
     return true;
   };
+}
+
+async function* single<T>(value: T): AsyncIterable<T> {
+  yield value;
 }
 
 /** Bad REST input found before the call (body, path, query): answered 400 with the reason. */

@@ -1,0 +1,159 @@
+import { once } from "node:events";
+import type http from "node:http";
+import type http2 from "node:http2";
+import { toJson, type JsonObject, type JsonWriteOptions } from "@bufbuild/protobuf";
+import { AuditCheckpointSchema, AuditEventSchema, type AuditEvent } from "../../gen/breakpilot/tenantregistry/v1/audit_pb.js";
+import type { ExportAuditEventsRequest, ExportAuditEventsResponse } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { GENESIS_HASH, type AuditSigner } from "../domain/audit-chain.js";
+import { toInstant } from "../domain/audit-query.js";
+import { checkpointToProto } from "./convert-audit.js";
+
+/**
+ * The body of `GET /v1/tenants/{tenant_id}/audit/events:export`: the events
+ * ExportAuditEvents streams, written as they arrive (a write waits for the
+ * socket to drain, so memory stays bounded however many match).
+ *
+ * ndjson: one `{"event":{…}}` line per event (the REST JSON of
+ * ExportAuditEventsResponse, as ListAuditEvents prints events), and after a
+ * full export (no filter but the tenant) one `{"checkpoint":{…}}` line: the
+ * last event's sequence and hash signed by the service, so cutting the file's
+ * tail shows (`tenant-registry audit verify --file`).
+ * csv: a header and one row per event; no checkpoint (a row kind column would
+ * make every consumer skip it; verify ndjson exports instead).
+ */
+
+export const EXPORT_FORMATS = ["ndjson", "csv"] as const;
+export type ExportFormat = (typeof EXPORT_FORMATS)[number];
+
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+const CONTENT_TYPES: Record<ExportFormat, string> = {
+  ndjson: "application/x-ndjson; charset=utf-8",
+  csv: "text/csv; charset=utf-8",
+};
+
+const CSV_COLUMNS = [
+  "sequence",
+  "hash",
+  "previous_hash",
+  "chain_id",
+  "id",
+  "created_at",
+  "tenant_id",
+  "action",
+  "crud",
+  "actor_id",
+  "actor_name",
+  "actor_type",
+  "actor_href",
+  "target_id",
+  "target_name",
+  "target_type",
+  "source_ip",
+  "description",
+  "fields",
+  "is_failure",
+  "is_anonymous",
+  "component",
+  "external_id",
+] as const;
+
+/** RFC 4180: quoted when it holds a comma, quote or line break; quotes doubled. */
+function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+function csvRow(json: JsonObject): string {
+  const actor = (json["actor"] ?? {}) as JsonObject;
+  const target = (json["target"] ?? {}) as JsonObject;
+  const values: Record<(typeof CSV_COLUMNS)[number], unknown> = {
+    sequence: json["sequence"],
+    hash: json["hash"],
+    previous_hash: json["previousHash"],
+    chain_id: json["chainId"],
+    id: json["id"],
+    created_at: json["createdAt"],
+    tenant_id: json["tenantId"],
+    action: json["action"],
+    crud: json["crud"],
+    actor_id: actor["id"],
+    actor_name: actor["name"],
+    actor_type: actor["type"],
+    actor_href: actor["href"],
+    target_id: target["id"],
+    target_name: target["name"],
+    target_type: target["type"],
+    source_ip: json["sourceIp"],
+    description: json["description"],
+    fields: JSON.stringify(json["fields"] ?? {}),
+    is_failure: json["isFailure"],
+    is_anonymous: json["isAnonymous"],
+    component: json["component"],
+    external_id: json["externalId"],
+  };
+  return CSV_COLUMNS.map((c) => csvField(values[c] === undefined ? "" : String(values[c]))).join(",") + "\r\n";
+}
+
+/** Only the tenant: every event of its chain, so the tail may be signed. */
+export function isFullExport(req: ExportAuditEventsRequest): boolean {
+  return (
+    req.action === "" &&
+    req.crud === "" &&
+    req.actorId === "" &&
+    req.targetId === "" &&
+    req.targetType === "" &&
+    req.startTime === undefined &&
+    req.endTime === undefined &&
+    req.isFailure === undefined
+  );
+}
+
+// Waits for the socket to drain; the call's signal ends the wait when the client goes away.
+async function write(res: NodeResponse, chunk: string, signal: AbortSignal): Promise<void> {
+  if (!(res as http.ServerResponse).write(chunk)) await once(res, "drain", { signal });
+}
+
+/**
+ * Writes the export. `first` is the stream's first result, already pulled by
+ * the caller so auth and validation errors still answer as JSON errors. A
+ * failure after the headers went out destroys the response: the client sees a
+ * broken transfer, never a clean end that would pass a partial export off as
+ * complete.
+ */
+export async function writeAuditExport(options: {
+  readonly res: NodeResponse;
+  readonly format: ExportFormat;
+  readonly request: ExportAuditEventsRequest;
+  readonly first: IteratorResult<ExportAuditEventsResponse>;
+  readonly rest: AsyncIterator<ExportAuditEventsResponse>;
+  readonly signer: AuditSigner | undefined;
+  readonly writeOptions: Partial<JsonWriteOptions>;
+  readonly clock: () => Date;
+  readonly signal: AbortSignal;
+}): Promise<void> {
+  const { res, format, writeOptions, signal } = options;
+  res.statusCode = 200;
+  res.setHeader("content-type", CONTENT_TYPES[format]);
+  if (format === "csv") await write(res, CSV_COLUMNS.join(",") + "\r\n", signal);
+  let last: AuditEvent | undefined;
+  for (let next = options.first; !next.done; next = await options.rest.next()) {
+    const event = next.value.event;
+    if (!event) continue;
+    const json = toJson(AuditEventSchema, event, writeOptions) as JsonObject;
+    await write(res, format === "csv" ? csvRow(json) : JSON.stringify({ event: json }) + "\n", signal);
+    last = event;
+  }
+  if (format === "ndjson" && options.signer && isFullExport(options.request)) {
+    // Signs what was just read: the export's own tail (genesis for a chain with no events yet).
+    const checkpoint = options.signer.sign(
+      {
+        chainId: last?.chainId ?? options.request.tenantId.toLowerCase(),
+        sequence: last?.sequence ?? 0n,
+        hash: last?.hash ?? GENESIS_HASH,
+      },
+      toInstant(options.clock()),
+    );
+    await write(res, JSON.stringify({ checkpoint: toJson(AuditCheckpointSchema, checkpointToProto(checkpoint), writeOptions) }) + "\n", signal);
+  }
+  res.end();
+}

@@ -1,0 +1,204 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { PACKAGE_ROOT } from "../../src/paths.js";
+import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
+import { tokenFor } from "../support/auth.js";
+import { insertTenant } from "../support/fixtures.js";
+import { useOidcTestServer } from "../support/harness.js";
+import type { OidcIssuer } from "../support/oidc-issuer.js";
+import { clientFor } from "../support/server.js";
+
+/**
+ * `GET /v1/tenants/{id}/audit/events:export` fetched from the real server, and
+ * the file verified offline by the built CLI (`audit verify --file`, no
+ * DATABASE_URL): intact as exported, broken with the sequence named once edited.
+ */
+
+const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const execFileP = promisify(execFile);
+const signer = ephemeralAuditSigner();
+
+let baseUrl: string;
+let sql: pg.Client;
+let issuer: OidcIssuer;
+let admin: string;
+let dir: string;
+let publicKeyFile: string;
+
+useOidcTestServer(
+  async (h) => {
+    ({ sql, issuer } = h);
+    baseUrl = h.server.baseUrl;
+    admin = await tokenFor(issuer, "platform-admin");
+  },
+  (i) => ({ auth: { mode: "oidc", issuer: i.issuer }, auditSigner: signer }),
+);
+
+beforeAll(async () => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first (make test does)`);
+  dir = await mkdtemp(join(tmpdir(), "audit-export-"));
+  publicKeyFile = join(dir, "public-key.pem");
+  // What an auditor has: the public key the service publishes, nothing else.
+  const published = (await (await fetch(`${baseUrl}/v1/audit/public-key`, { headers: { authorization: `Bearer ${admin}` } })).json()) as {
+    publicKeyPem: string;
+  };
+  await writeFile(publicKeyFile, published.publicKeyPem);
+});
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** The built CLI with no database in its environment: verification is offline. */
+async function verifyFile(file: string, extra: string[] = []): Promise<{ code: number; verdict: Record<string, unknown>; stderr: string }> {
+  const env = { PATH: process.env["PATH"] ?? "", APP_ENV: "prod" };
+  const args = [MAIN, "audit", "verify", "--file", file, "--public-key", publicKeyFile, ...extra];
+  try {
+    const { stdout, stderr } = await execFileP(process.execPath, args, { env, timeout: 30_000 });
+    return { code: 0, verdict: JSON.parse(stdout) as Record<string, unknown>, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, verdict: e.stdout ? (JSON.parse(e.stdout) as Record<string, unknown>) : {}, stderr: e.stderr };
+  }
+}
+
+/** Events with text, numbers (1e21, 0.1 × i), nested fields, empty and absent values, recorded through the service. */
+async function tenantWithEvents(n: number): Promise<string> {
+  const tenant = await insertTenant(sql);
+  const client = clientFor(TenantRegistryService, baseUrl, "grpc", { authorization: `Bearer ${admin}` });
+  await client.recordAuditEvents({
+    events: Array.from({ length: n }, (_, i) => ({
+      tenantId: tenant.id,
+      action: "document.update",
+      crud: "u",
+      actor: { id: `user-${i}`, name: i % 2 ? 'Zoë "Z" Ünal' : "", type: "user" },
+      target: { id: `doc-${i}`, type: "document" },
+      sourceIp: i % 3 ? "2001:db8::1" : "",
+      description: "line one\nline two\t✓, \"quoted\"",
+      fields: { n: i, ratio: 0.1 * i, big: 1e21, small: 1.5e-7, nested: { b: [1, "x", null, true], a: "é" }, "10": "numeric key" },
+      externalId: `ext-${tenant.id}-${i}`,
+      component: "docs",
+    })),
+  });
+  return tenant.id;
+}
+
+async function exportOf(tenantId: string, query = "", token = admin): Promise<Response> {
+  return fetch(`${baseUrl}/v1/tenants/${tenantId}/audit/events:export${query}`, { headers: { authorization: `Bearer ${token}` } });
+}
+
+async function exportFile(tenantId: string): Promise<{ file: string; lines: string[] }> {
+  const res = await exportOf(tenantId);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toMatch(/^application\/x-ndjson/);
+  const text = await res.text();
+  const file = join(dir, `${tenantId}.ndjson`);
+  await writeFile(file, text);
+  return { file, lines: text.trimEnd().split("\n") };
+}
+
+async function tampered(file: string, edit: (lines: string[]) => string[]): Promise<string> {
+  const lines = (await readFile(file, "utf8")).trimEnd().split("\n");
+  const out = `${file}.tampered-${Math.random().toString(36).slice(2)}`;
+  await writeFile(out, edit(lines).join("\n") + "\n");
+  return out;
+}
+
+describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
+  it("ndjson: every event in sequence order with its hashes, then a signed checkpoint; the file verifies offline", async () => {
+    const tenantId = await tenantWithEvents(6);
+    const { file, lines } = await exportFile(tenantId);
+    expect(lines).toHaveLength(7);
+    const events = lines.slice(0, 6).map((l) => (JSON.parse(l) as { event: Record<string, string> }).event);
+    expect(events.map((e) => e.sequence)).toEqual(["1", "2", "3", "4", "5", "6"]);
+    for (const e of events) expect(e).toMatchObject({ hash: expect.stringMatching(/^[0-9a-f]{64}$/), previousHash: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(events[1]!.previousHash).toBe(events[0]!.hash);
+    const { checkpoint } = JSON.parse(lines[6]!) as { checkpoint: Record<string, string> };
+    expect(checkpoint).toMatchObject({ chainId: tenantId, sequence: "6", hash: events[5]!.hash, keyId: signer.keyId });
+
+    const result = await verifyFile(file);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.verdict).toMatchObject({ intact: true, chainId: tenantId, lastSequence: "6", eventsChecked: "6", tailSigned: true });
+  });
+
+  it("an edited action, a deleted middle line and a dropped tail each fail verification naming the sequence", async () => {
+    const tenantId = await tenantWithEvents(5);
+    const { file } = await exportFile(tenantId);
+
+    const edited = await tampered(file, (lines) => lines.map((l, i) => (i === 2 ? l.replace('"action":"document.update"', '"action":"document.view"') : l)));
+    expect(await verifyFile(edited)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "3", problem: "hash_mismatch" } });
+
+    const deleted = await tampered(file, (lines) => lines.filter((_, i) => i !== 2));
+    expect(await verifyFile(deleted)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "3", problem: "gap" } });
+
+    // The last two events gone, the checkpoint line kept: the signed tail is missing.
+    const cut = await tampered(file, (lines) => [...lines.slice(0, 3), lines.at(-1)!]);
+    expect(await verifyFile(cut)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "4", problem: "missing_tail" } });
+
+    // The checkpoint dropped too: the events still chain, only a checkpoint kept elsewhere shows the cut.
+    const cutClean = await tampered(file, (lines) => lines.slice(0, 3));
+    const unsigned = await verifyFile(cutClean);
+    expect(unsigned).toMatchObject({ code: 0, verdict: { intact: true, tailSigned: false } });
+    expect(unsigned.stderr).toMatch(/nothing proves the export's tail is complete/);
+    const kept = join(dir, `${tenantId}.checkpoint.json`);
+    await writeFile(kept, JSON.stringify((JSON.parse((await readFile(file, "utf8")).trimEnd().split("\n").at(-1)!) as { checkpoint: unknown }).checkpoint));
+    expect(await verifyFile(cutClean, ["--checkpoint", kept])).toMatchObject({ code: 1, verdict: { firstBadSequence: "4", problem: "missing_tail" } });
+
+    // Events forged after the signed tail are not covered by it.
+    const appended = await tampered(file, (lines) => [...lines.slice(0, -1), lines.at(-1)!, lines[0]!]);
+    expect((await verifyFile(appended)).code).toBe(1);
+  });
+
+  it("a filtered export carries no checkpoint (it is not the whole chain)", async () => {
+    const tenantId = await tenantWithEvents(3);
+    const res = await exportOf(tenantId, "?actorId=user-1");
+    expect(res.status).toBe(200);
+    const lines = (await res.text()).trimEnd().split("\n");
+    expect(lines.map((l) => Object.keys(JSON.parse(l) as object))).toEqual([["event"]]);
+  });
+
+  it("csv: a header, then one row per event with sequence, hash and previous hash", async () => {
+    const tenantId = await tenantWithEvents(3);
+    const res = await exportOf(tenantId, "?format=csv");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/csv/);
+    const text = await res.text();
+    expect(text.split("\r\n")[0]).toMatch(/^sequence,hash,previous_hash,chain_id,/);
+    // Descriptions hold a newline and quotes: quoted, so each record starts with its sequence.
+    const records = text.split(/\r\n(?=\d+,[0-9a-f]{64},)/);
+    expect(records.slice(1).map((r) => r.split(",")[0])).toEqual(["1", "2", "3"]);
+    expect(text).toContain('"line one\nline two\t✓, ""quoted"""');
+  });
+
+  it("format=xml is 400 invalid_argument naming format", async () => {
+    const tenantId = await tenantWithEvents(1);
+    const res = await exportOf(tenantId, "?format=xml");
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { code: string; fieldViolations: { field: string }[] };
+    expect(body.code).toBe("invalid_argument");
+    expect(body.fieldViolations.map((v) => v.field)).toEqual(["format"]);
+  });
+
+  it("a tenant admin exports its own tenant's events, and gets another tenant's refused as the rest of REST refuses it", async () => {
+    const own = await tenantWithEvents(2);
+    const other = await tenantWithEvents(2);
+    const token = await tokenFor(issuer, "tenant-admin", { tenantId: own });
+    expect((await exportOf(own, "", token)).status).toBe(200);
+
+    const listed = await fetch(`${baseUrl}/v1/tenants/${other}/audit/events`, { headers: { authorization: `Bearer ${token}` } });
+    const exported = await exportOf(other, "", token);
+    expect([403, 404]).toContain(exported.status);
+    expect(exported.status).toBe(listed.status);
+    const body = await exported.text();
+    expect(body).not.toContain("document.update");
+    expect((JSON.parse(body) as { code: string }).code).toBe(((await listed.json()) as { code: string }).code);
+
+    expect((await exportOf(own, "", "not-a-token")).status).toBe(401);
+  });
+});
