@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { checkpointToJson } from "../../src/domain/audit-chain.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
 import { tokenFor } from "../support/auth.js";
@@ -150,9 +151,17 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     await writeFile(kept, JSON.stringify((JSON.parse((await readFile(file, "utf8")).trimEnd().split("\n").at(-1)!) as { checkpoint: unknown }).checkpoint));
     expect(await verifyFile(cutClean, ["--checkpoint", kept])).toMatchObject({ code: 1, verdict: { firstBadSequence: "4", problem: "missing_tail" } });
 
-    // Events forged after the signed tail are not covered by it.
-    const appended = await tampered(file, (lines) => [...lines.slice(0, -1), lines.at(-1)!, lines[0]!]);
-    expect((await verifyFile(appended)).code).toBe(1);
+    // Nothing may follow the checkpoint line.
+    const appended = await tampered(file, (lines) => [...lines, lines[0]!]);
+    const afterCheckpoint = await verifyFile(appended);
+    expect(afterCheckpoint).toMatchObject({ code: 1, verdict: { intact: false, problem: "malformed" } });
+    expect(afterCheckpoint.verdict["detail"]).toMatch(/after the checkpoint line 6/);
+
+    // An older genuine checkpoint (of sequence 3) in place of the export's: events 4 and 5 are not covered by it.
+    const third = (JSON.parse((await readFile(file, "utf8")).split("\n")[2]!) as { event: { hash: string } }).event.hash;
+    const older = JSON.stringify({ checkpoint: checkpointToJson(signer.sign({ chainId: tenantId, sequence: 3n, hash: third }, "2026-01-01T00:00:00.000000Z")) });
+    const swapped = await tampered(file, (lines) => [...lines.slice(0, -1), older]);
+    expect(await verifyFile(swapped)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "4", problem: "checkpoint_mismatch" } });
   });
 
   it("a filtered export carries no checkpoint (it is not the whole chain)", async () => {
