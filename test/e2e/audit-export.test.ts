@@ -13,6 +13,7 @@ import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
 import { tokenFor } from "../support/auth.js";
 import { insertTenant } from "../support/fixtures.js";
 import { useOidcTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
 import type { OidcIssuer } from "../support/oidc-issuer.js";
 import { clientFor } from "../support/server.js";
 
@@ -47,7 +48,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "audit-export-"));
   publicKeyFile = join(dir, "public-key.pem");
   // What an auditor has: the public key the service publishes, nothing else.
-  const published = (await (await fetch(`${baseUrl}/v1/audit/public-key`, { headers: { authorization: `Bearer ${admin}` } })).json()) as {
+  const published = (await (await restFetch(`${baseUrl}/v1/audit/public-key`, { headers: { authorization: `Bearer ${admin}` } })).json()) as {
     publicKeyPem: string;
   };
   await writeFile(publicKeyFile, published.publicKeyPem);
@@ -90,6 +91,7 @@ async function tenantWithEvents(n: number): Promise<string> {
   return tenant.id;
 }
 
+/** Plain fetch, as curl would: the export streams NDJSON or CSV, not the one JSON answer restFetch checks. */
 async function exportOf(tenantId: string, query = "", token = admin): Promise<Response> {
   return fetch(`${baseUrl}/v1/tenants/${tenantId}/audit/events:export${query}`, { headers: { authorization: `Bearer ${token}` } });
 }
@@ -200,7 +202,7 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     const token = await tokenFor(issuer, "tenant-admin", { tenantId: own });
     expect((await exportOf(own, "", token)).status).toBe(200);
 
-    const listed = await fetch(`${baseUrl}/v1/tenants/${other}/audit/events`, { headers: { authorization: `Bearer ${token}` } });
+    const listed = await restFetch(`${baseUrl}/v1/tenants/${other}/audit/events`, { headers: { authorization: `Bearer ${token}` } });
     const exported = await exportOf(other, "", token);
     expect([403, 404]).toContain(exported.status);
     expect(exported.status).toBe(listed.status);

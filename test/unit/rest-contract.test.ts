@@ -84,6 +84,9 @@ describe("REST calls in the tests", () => {
     for (const file of files) {
       const text = await readFile(file, "utf8");
       for (const [i, line] of text.split("\n").entries()) {
+        // The audit export streams NDJSON or CSV: no JSON answer to check, and not in
+        // gen/openapi.json (google.api.http maps unary RPCs only); its test checks it line by line.
+        if (line.includes("/audit/events:export")) continue;
         if (/(?<![\w.])fetch\(`[^`]*\/v1\//.test(line)) bypassing.push(`${relative(PACKAGE_ROOT, file)}:${i + 1}`);
       }
     }
