@@ -166,18 +166,18 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     expect(await verifyFile(swapped)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "4", problem: "checkpoint_mismatch" } });
   });
 
-  it("an export longer than one read batch (500) stays in order across batches and verifies", async () => {
+  it("an export longer than one read page (1,000) stays in order across pages and messages and verifies", async () => {
     const tenant = await insertTenant(sql);
     await sql.query(
       `SELECT audit_append(jsonb_agg(jsonb_build_object('tenant_id', $1::text, 'action', 'report.view', 'crud', 'r', 'actor_id', 'u-' || i) ORDER BY i))
-       FROM generate_series(1, 1234) AS i`,
+       FROM generate_series(1, 2345) AS i`,
       [tenant.id],
     );
     const { file, lines } = await exportFile(tenant.id);
-    expect(lines).toHaveLength(1235);
+    expect(lines).toHaveLength(2346);
     const result = await verifyFile(file);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.verdict).toMatchObject({ intact: true, lastSequence: "1234", tailSigned: true });
+    expect(result.verdict).toMatchObject({ intact: true, lastSequence: "2345", tailSigned: true });
   });
 
   it("a filtered export carries no checkpoint (it is not the whole chain)", async () => {
