@@ -13,8 +13,8 @@ import { checkpointToProto } from "./convert-audit.js";
  * ExportAuditEvents streams, written as they arrive (a write waits for the
  * socket to drain, so memory stays bounded however many match).
  *
- * ndjson: one `{"event":{…}}` line per event (the REST JSON of
- * ExportAuditEventsResponse, as ListAuditEvents prints events), and after a
+ * ndjson: one `{"event":{…}}` line per event (the REST JSON of an
+ * AuditEvent, as ListAuditEvents prints events), and after a
  * full export (no filter but the tenant) one `{"checkpoint":{…}}` line: the
  * last event's sequence and hash signed by the service, so cutting the file's
  * tail shows (`tenant-registry audit verify --file`).
@@ -137,11 +137,14 @@ export async function writeAuditExport(options: {
   if (format === "csv") await write(res, CSV_COLUMNS.join(",") + "\r\n", signal);
   let last: AuditEvent | undefined;
   for (let next = options.first; !next.done; next = await options.rest.next()) {
-    const event = next.value.event;
-    if (!event) continue;
-    const json = toJson(AuditEventSchema, event, writeOptions) as JsonObject;
-    await write(res, format === "csv" ? csvRow(json) : JSON.stringify({ event: json }) + "\n", signal);
-    last = event;
+    // One write per streamed message (up to 1,000 events, near 1 MiB): one line per event inside it.
+    let chunk = "";
+    for (const event of next.value.events) {
+      const json = toJson(AuditEventSchema, event, writeOptions) as JsonObject;
+      chunk += format === "csv" ? csvRow(json) : JSON.stringify({ event: json }) + "\n";
+      last = event;
+    }
+    if (chunk !== "") await write(res, chunk, signal);
   }
   if (format === "ndjson" && options.signer && isFullExport(options.request)) {
     // Signs what was just read: the export's own tail (genesis for a chain with no events yet).
