@@ -266,7 +266,8 @@ describe("REST", () => {
     now = new Date(now.getTime() + 2 * HOUR);
     expect(await check(tenant.id, "compliance")).toMatchObject({ entitled: false, reason: "grant_expired" });
 
-    await sqlClient.query("UPDATE tenants SET status = 'suspended', suspension_reason = 'unpaid' WHERE id = $1", [tenant.id]);
+    // Through the API, so the change notice reaches the cache (a bare SQL UPDATE would not).
+    expect((await rest(`/v1/tenants/${tenant.id}:suspend`, { method: "POST", body: JSON.stringify({ reason: "unpaid" }) })).status).toBe(200);
     expect(await check(tenant.slug)).toMatchObject({ entitled: false, reason: "tenant_not_active", tenantStatus: "suspended" });
     expect(await check(uniqueSlug("gone"))).toMatchObject({ entitled: false, reason: "tenant_not_found", tenantId: "" });
 
