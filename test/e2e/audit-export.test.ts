@@ -11,7 +11,7 @@ import { checkpointToJson } from "../../src/domain/audit-chain.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
 import { tokenFor } from "../support/auth.js";
-import { insertTenant } from "../support/fixtures.js";
+import { awkwardAuditEvents, insertTenant } from "../support/fixtures.js";
 import { useOidcTestServer } from "../support/harness.js";
 import { restFetch } from "../support/rest.js";
 import type { OidcIssuer } from "../support/oidc-issuer.js";
@@ -70,24 +70,11 @@ async function verifyFile(file: string, extra: string[] = []): Promise<{ code: n
   }
 }
 
-/** Events with text, numbers (1e21, 0.1 × i), nested fields, empty and absent values, recorded through the service. */
+/** A tenant with `n` awkward events recorded through the service. */
 async function tenantWithEvents(n: number): Promise<string> {
   const tenant = await insertTenant(sql);
   const client = clientFor(TenantRegistryService, baseUrl, "grpc", { authorization: `Bearer ${admin}` });
-  await client.recordAuditEvents({
-    events: Array.from({ length: n }, (_, i) => ({
-      tenantId: tenant.id,
-      action: "document.update",
-      crud: "u",
-      actor: { id: `user-${i}`, name: i % 2 ? 'Zoë "Z" Ünal' : "", type: "user" },
-      target: { id: `doc-${i}`, type: "document" },
-      sourceIp: i % 3 ? "2001:db8::1" : "",
-      description: "line one\nline two\t✓, \"quoted\"",
-      fields: { n: i, ratio: 0.1 * i, big: 1e21, small: 1.5e-7, nested: { b: [1, "x", null, true], a: "é" }, "10": "numeric key" },
-      externalId: `ext-${tenant.id}-${i}`,
-      component: "docs",
-    })),
-  });
+  await client.recordAuditEvents({ events: awkwardAuditEvents(tenant.id, n) });
   return tenant.id;
 }
 

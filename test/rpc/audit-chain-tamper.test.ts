@@ -11,7 +11,7 @@ import { sql as slonikSql } from "slonik";
 import { listChainEvents } from "../../src/db/queries/audit-chain.js";
 import { chainHash, PLATFORM_CHAIN } from "../../src/domain/audit-chain.js";
 import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
-import { insertTenant } from "../support/fixtures.js";
+import { awkwardAuditEvents, insertTenant } from "../support/fixtures.js";
 import { useTestServer } from "../support/harness.js";
 import { clientFor } from "../support/server.js";
 
@@ -33,20 +33,7 @@ useTestServer((h) => {
 /** A tenant with `n` events recorded through the service, with text, numbers, nested fields and nulls. */
 async function tenantWithEvents(n: number): Promise<string> {
   const tenant = await insertTenant(sql);
-  await client.recordAuditEvents({
-    events: Array.from({ length: n }, (_, i) => ({
-      tenantId: tenant.id,
-      action: "document.update",
-      crud: "u",
-      actor: { id: `user-${i}`, name: i % 2 ? "Zoë \"Z\" Ünal" : "", type: "user" },
-      target: { id: `doc-${i}`, type: "document" },
-      sourceIp: i % 3 ? "2001:db8::1" : "",
-      description: "line one\nline two\t✓",
-      fields: { n: i, ratio: 0.1 * i, big: 1e21, nested: { b: [1, "x", null, true], a: "é" }, "10": "numeric key" },
-      externalId: `ext-${tenant.id}-${i}`,
-      component: "docs",
-    })),
-  });
+  await client.recordAuditEvents({ events: awkwardAuditEvents(tenant.id, n) });
   return tenant.id;
 }
 

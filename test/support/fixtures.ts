@@ -43,3 +43,23 @@ export async function auditEvents(client: pg.Client, where: { tenantId?: string;
   );
   return rows;
 }
+
+/**
+ * `n` audit events for RecordAuditEvents whose canonical form is awkward to get
+ * right: quotes, newlines and tabs in text, non-ASCII, numbers such as 1e21 and
+ * 1.5e-7, nested fields with nulls, empty and absent values.
+ */
+export function awkwardAuditEvents(tenantId: string, n: number) {
+  return Array.from({ length: n }, (_, i) => ({
+    tenantId,
+    action: "document.update",
+    crud: "u",
+    actor: { id: `user-${i}`, name: i % 2 ? 'Zoë "Z" Ünal' : "", type: "user" },
+    target: { id: `doc-${i}`, type: "document" },
+    sourceIp: i % 3 ? "2001:db8::1" : "",
+    description: 'line one\nline two\t✓, "quoted"',
+    fields: { n: i, ratio: 0.1 * i, big: 1e21, small: 1.5e-7, nested: { b: [1, "x", null, true], a: "é" }, "10": "numeric key" },
+    externalId: `ext-${tenantId}-${i}`,
+    component: "docs",
+  }));
+}
