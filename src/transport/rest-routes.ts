@@ -157,7 +157,8 @@ function compileRoute(rule: HttpRule, method: DescMethod, streaming = false): Re
   const p = rule.pattern;
   if (p.case === undefined) fail("http rule has no pattern");
   const [httpMethod, template] = p.case === "custom" ? [p.value.kind.toUpperCase(), p.value.path] : [p.case!.toUpperCase(), p.value as string];
-  if (method.methodKind !== (streaming ? "server_streaming" : "unary")) fail(`REST maps unary RPCs only, not ${method.methodKind}`);
+  const expected = streaming ? "server_streaming" : "unary";
+  if (method.methodKind !== expected) fail(`this REST route maps ${expected} RPCs only, not ${method.methodKind}`);
   let parsed: ParsedTemplate;
   try {
     parsed = parseTemplate(template);

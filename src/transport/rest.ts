@@ -2,7 +2,7 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { fromJson, toJson, type DescMessage, type JsonObject, type JsonReadOptions, type JsonValue, type JsonWriteOptions, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
-import { invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
+import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditEventsResponse } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -198,7 +198,7 @@ export function createRestHandler(options: RestOptions): RestHandler {
         }
         params.delete("format");
         const input = (await decode(route, segments, params.toString(), req)) as ExportAuditEventsRequest;
-        const stream = transformInvokeImplementation(spec, context, interceptors)(single(input))[Symbol.asyncIterator]() as AsyncIterator<ExportAuditEventsResponse>;
+        const stream = transformInvokeImplementation(spec, context, interceptors)(createAsyncIterable([input]))[Symbol.asyncIterator]() as AsyncIterator<ExportAuditEventsResponse>;
         // Auth, validation and a missing tenant fail the first pull, before any header is sent.
         const first = await stream.next();
         copyResponseHeaders(context.responseHeader, res);
@@ -229,10 +229,6 @@ export function createRestHandler(options: RestOptions): RestHandler {
     }
     return true;
   };
-}
-
-async function* single<T>(value: T): AsyncIterable<T> {
-  yield value;
 }
 
 /** Bad REST input found before the call (body, path, query): answered 400 with the reason. */
