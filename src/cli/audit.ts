@@ -80,12 +80,16 @@ export async function runAudit(args: readonly string[], config: Config, out: Out
       return 0;
     }
     const verdict = await verifyStoredChain(db, chainId, checkpoint, signer.publicKey);
-    const json = Object.fromEntries(Object.entries(verdict).map(([k, v]) => [k, typeof v === "bigint" ? v.toString() : v]));
-    out.log(JSON.stringify(json, null, 2));
+    printVerdict(out, verdict);
     return verdict.intact ? 0 : 1;
   } finally {
     await db.end();
   }
+}
+
+/** A verdict as indented JSON, its sequences (bigints) as decimal strings. */
+function printVerdict(out: Out, verdict: object): void {
+  out.log(JSON.stringify(Object.fromEntries(Object.entries(verdict).map(([k, v]) => [k, typeof v === "bigint" ? v.toString() : v])), null, 2));
 }
 
 /** The file's lines, one at a time: an export of any size in constant memory. */
@@ -106,8 +110,6 @@ async function publicKeyFor(file: string | undefined, config: Config): Promise<K
 
 /** `audit verify --file`: no database; the verdict as JSON, exit 0 intact, 1 broken, 2 usage. */
 async function verifyFile(file: string, given: Checkpoint | undefined, keyFile: string | undefined, config: Config, out: Out): Promise<number> {
-  const print = (v: object) =>
-    out.log(JSON.stringify(Object.fromEntries(Object.entries(v).map(([k, x]) => [k, typeof x === "bigint" ? x.toString() : x])), null, 2));
   let scan: Awaited<ReturnType<typeof scanExport>>;
   try {
     scan = await scanExport(linesOf(file));
@@ -116,12 +118,12 @@ async function verifyFile(file: string, given: Checkpoint | undefined, keyFile: 
     return 2;
   }
   if ("problem" in scan) {
-    print({ intact: false, problem: "malformed", detail: scan.problem });
+    printVerdict(out, { intact: false, problem: "malformed", detail: scan.problem });
     return 1;
   }
   const chainId = scan.chainId ?? scan.checkpoint?.chainId ?? given?.chainId;
   if (chainId === undefined) {
-    print({ intact: false, problem: "malformed", detail: "the file holds no events and no checkpoint" });
+    printVerdict(out, { intact: false, problem: "malformed", detail: "the file holds no events and no checkpoint" });
     return 1;
   }
   const key = await publicKeyFor(keyFile, config);
@@ -134,7 +136,7 @@ async function verifyFile(file: string, given: Checkpoint | undefined, keyFile: 
     return 2;
   }
   const verdict = await verifyExport(linesOf(file), chainId, { file: scan.checkpoint, given }, key);
-  print(verdict);
+  printVerdict(out, verdict);
   if (verdict.intact && !verdict.tailSigned) out.error("no checkpoint: the events verify, but nothing proves the export's tail is complete");
   return verdict.intact ? 0 : 1;
 }

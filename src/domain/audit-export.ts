@@ -107,11 +107,11 @@ export async function verifyExport(
     if (!verifiers.map((v) => v.push(e)).every(Boolean)) break;
     last = e.sequence;
   }
-  for (const v of verifiers) {
-    const verdict = v.finish(undefined);
-    if (!verdict.intact) return { intact: false, chainId, firstBadSequence: verdict.firstBadSequence, problem: verdict.problem, detail: verdict.detail };
+  const verdicts = verifiers.map((v) => v.finish(undefined));
+  for (const v of verdicts) {
+    if (!v.intact) return { intact: false, chainId, firstBadSequence: v.firstBadSequence, problem: v.problem, detail: v.detail };
   }
-  const verdict = verifiers[0]!.finish(undefined);
+  const verdict = verdicts[0]!;
   const cp = checkpoints.file;
   if (cp && verdict.lastSequence > cp.sequence) {
     return {
