@@ -24,6 +24,7 @@ import { createApiKeyHandlers } from "./service/api-keys.js";
 import { createAuditHandlers } from "./service/audit.js";
 import { startAuditHousekeeping } from "./service/audit-chain.js";
 import { createAuditChainHandlers } from "./service/audit-chain-handlers.js";
+import { createAuditRetentionHandlers } from "./service/audit-retention-handlers.js";
 import { ephemeralAuditSigner } from "./service/audit-signing-key.js";
 import type { AuditSigner } from "./domain/audit-chain.js";
 import type { ServiceDeps } from "./service/deps.js";
@@ -202,6 +203,7 @@ export function createApp({
     ...createApiKeyHandlers(deps, verifyKey),
     ...createAuditHandlers(deps),
     ...createAuditChainHandlers(deps, auditSigner),
+    ...createAuditRetentionHandlers(deps, audit.retentionMs),
     // A watch never ends by itself: it ends when the drain begins, like health Watch.
     ...createChangeHandlers({ shutdownSignal: AbortSignal.any([drain.signal, shutdown.signal]) }, changes),
   } satisfies ServiceImpl<typeof TenantRegistryService>;

@@ -22,6 +22,8 @@ export const PERMISSIONS = [
   "audit:write",
   /** Verify a chain and sign its head: platform admins, and tenant admins for their own tenant. */
   "audit:verify",
+  /** Set how long a tenant's audit events are kept: platform admins only (a shorter period removes evidence). */
+  "audit:retention",
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
@@ -92,6 +94,8 @@ export const RPC_POLICIES: Readonly<Record<string, RpcPolicy>> = {
   VerifyAuditChain: { permission: "audit:verify", tenant: tenantId("tenant_id") },
   GetAuditCheckpoint: { permission: "audit:verify", tenant: tenantId("tenant_id") },
   GetAuditPublicKey: { permission: "audit:read", tenant: none },
+  GetAuditRetention: { permission: "audit:read", tenant: tenantId("tenant_id") },
+  SetAuditRetention: { permission: "audit:retention", tenant: tenantId("tenant_id"), auditAction: "tenant.audit_retention.set" },
 
   // Whoever may read a tenant may learn that it changed; the handler confines a
   // tenant-scoped caller who names no tenant to its own.

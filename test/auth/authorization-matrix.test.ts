@@ -56,6 +56,8 @@ const MATRIX: Record<string, string> = {
   VerifyAuditChain: "          Y     -       Y       -        Y         -",
   GetAuditCheckpoint: "        Y     -       Y       -        Y         -",
   GetAuditPublicKey: "         Y     -       -       -        -         -",
+  GetAuditRetention: "         Y     -       Y       Y        Y         Y",
+  SetAuditRetention: "         Y     -       -       -        -         -",
   WatchChanges: "              Y     Y       Y       Y        Y         Y",
 };
 const allowed = (rpc: string, caller: Caller) => MATRIX[rpc]!.trim().split(/\s+/)[CALLERS.indexOf(caller)] === "Y";
@@ -122,6 +124,8 @@ const CALLS: Record<string, (c: Registry, w: World, sql: pg.Client) => Promise<u
   VerifyAuditChain: (c, w) => c.verifyAuditChain({ tenantId: w.tenantId }),
   GetAuditCheckpoint: (c, w) => c.getAuditCheckpoint({ tenantId: w.tenantId }),
   GetAuditPublicKey: (c) => c.getAuditPublicKey({}),
+  GetAuditRetention: (c, w) => c.getAuditRetention({ tenantId: w.tenantId }),
+  SetAuditRetention: (c, w) => c.setAuditRetention({ tenantId: w.tenantId, period: { seconds: 400n * 86_400n } }),
   // The stream stays open: its first message (flush or paused) is the answer.
   WatchChanges: async (c, w) => {
     for await (const _ of c.watchChanges({ tenantId: w.tenantId })) break;

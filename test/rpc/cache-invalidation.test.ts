@@ -293,6 +293,7 @@ const CHANGES_NO_HOT_ANSWER: Readonly<Record<string, string>> = {
   updateProject: "keys name their project by id only",
   recordAuditEvents: "audit events are in no hot answer",
   getAuditCheckpoint: "stores a signed audit checkpoint, which is in no hot answer",
+  setAuditRetention: "a tenant's audit retention is in no hot answer, and does not move its updated_at",
   verifyApiKey: "writes only last_used_at, which VerifyApiKey does not answer",
   // Publishes a notice (checked below), but its prefix and id cannot be asked about before it exists.
   createApiKey: "a new key's prefix and id are unguessable: asserted on its notice instead",

@@ -210,3 +210,34 @@ export async function applyRetentionCut(db: Db, cut: Checkpoint): Promise<number
       ${cut.signedAt}::timestamptz, ${cut.keyId}, decode(${cut.signature.toString("hex")}, 'hex'))::text AS removed`);
   return Number(removed);
 }
+
+// ---- A tenant's own retention period (tenants.audit_retention) ----
+
+const retentionRow = z.object({ slug: z.string(), seconds: z.string().nullable() });
+
+export type TenantRetention = { readonly slug: string; /** Whole seconds; null: none of its own. */ readonly seconds: number | null };
+
+function toRetention(row: z.infer<typeof retentionRow>): TenantRetention {
+  return { slug: row.slug, seconds: row.seconds === null ? null : Number(row.seconds) };
+}
+
+/** The tenant's own period, or null when there is no such tenant. */
+export async function findTenantRetention(db: Db, tenantId: string): Promise<TenantRetention | null> {
+  const row = await db.maybeOne(sql.type(retentionRow)`
+    SELECT slug, extract(epoch FROM audit_retention)::bigint::text AS seconds FROM tenants WHERE id = ${tenantId}`);
+  return row && toRetention(row);
+}
+
+/**
+ * Sets (seconds) or clears (null) the tenant's period; returns the one it had,
+ * or null when there is no such tenant. The row lock orders concurrent setters,
+ * so each one's audit event names the period it really replaced.
+ */
+export async function setTenantRetention(tx: Db, tenantId: string, seconds: number | null): Promise<TenantRetention | null> {
+  const before = await tx.maybeOne(sql.type(retentionRow)`
+    SELECT slug, extract(epoch FROM audit_retention)::bigint::text AS seconds FROM tenants WHERE id = ${tenantId} FOR UPDATE`);
+  if (!before) return null;
+  await tx.query(sql.unsafe`
+    UPDATE tenants SET audit_retention = ${seconds === null ? null : `${seconds} seconds`}::interval WHERE id = ${tenantId}`);
+  return toRetention(before);
+}

@@ -4,15 +4,15 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file breakpilot/tenantregistry/v1/audit.proto.
  */
 export const file_breakpilot_tenantregistry_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("CihicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL2F1ZGl0LnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIkIKCkF1ZGl0QWN0b3ISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEgwKBGhyZWYYBCABKAkiNQoLQXVkaXRUYXJnZXQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJItkDCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDAoEY3J1ZBgEIAEoCRI3CgVhY3RvchgFIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBiABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgHIAEoCRITCgtkZXNjcmlwdGlvbhgIIAEoCRInCgZmaWVsZHMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCiABKAgSFAoMaXNfYW5vbnltb3VzGAsgASgIEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGA0gASgJEhEKCWNvbXBvbmVudBgOIAEoCRIQCghzZXF1ZW5jZRgPIAEoAxIMCgRoYXNoGBAgASgJEhUKDXByZXZpb3VzX2hhc2gYESABKAkSEAoIY2hhaW5faWQYEiABKAkilQEKD0F1ZGl0Q2hlY2twb2ludBIQCghjaGFpbl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgRoYXNoGAMgASgJEi0KCXNpZ25lZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGa2V5X2lkGAUgASgJEhEKCXNpZ25hdHVyZRgGIAEoDCKGAwoPQXVkaXRFdmVudElucHV0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZhY3Rpb24YAiABKAkSDAoEY3J1ZBgDIAEoCRI3CgVhY3RvchgEIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBSABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgGIAEoCRITCgtkZXNjcmlwdGlvbhgHIAEoCRInCgZmaWVsZHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCSABKAgSFAoMaXNfYW5vbnltb3VzGAogASgIEisKB2NyZWF0ZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGAwgASgJEhEKCWNvbXBvbmVudBgNIAEoCWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CihicmVha3BpbG90L3RlbmFudHJlZ2lzdHJ5L3YxL2F1ZGl0LnByb3RvEhxicmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxIkIKCkF1ZGl0QWN0b3ISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEgwKBGhyZWYYBCABKAkiNQoLQXVkaXRUYXJnZXQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJItkDCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDAoEY3J1ZBgEIAEoCRI3CgVhY3RvchgFIAEoCzIoLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRBY3RvchI5CgZ0YXJnZXQYBiABKAsyKS5icmVha3BpbG90LnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgHIAEoCRITCgtkZXNjcmlwdGlvbhgIIAEoCRInCgZmaWVsZHMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmlzX2ZhaWx1cmUYCiABKAgSFAoMaXNfYW5vbnltb3VzGAsgASgIEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2V4dGVybmFsX2lkGA0gASgJEhEKCWNvbXBvbmVudBgOIAEoCRIQCghzZXF1ZW5jZRgPIAEoAxIMCgRoYXNoGBAgASgJEhUKDXByZXZpb3VzX2hhc2gYESABKAkSEAoIY2hhaW5faWQYEiABKAkilQEKD0F1ZGl0Q2hlY2twb2ludBIQCghjaGFpbl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgRoYXNoGAMgASgJEi0KCXNpZ25lZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGa2V5X2lkGAUgASgJEhEKCXNpZ25hdHVyZRgGIAEoDCKDAQoOQXVkaXRSZXRlbnRpb24SEQoJdGVuYW50X2lkGAEgASgJEikKBnBlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBlZmZlY3RpdmVfcGVyaW9kGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoYDCg9BdWRpdEV2ZW50SW5wdXQSEQoJdGVuYW50X2lkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRIMCgRjcnVkGAMgASgJEjcKBWFjdG9yGAQgASgLMiguYnJlYWtwaWxvdC50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEFjdG9yEjkKBnRhcmdldBgFIAEoCzIpLmJyZWFrcGlsb3QudGVuYW50cmVnaXN0cnkudjEuQXVkaXRUYXJnZXQSEQoJc291cmNlX2lwGAYgASgJEhMKC2Rlc2NyaXB0aW9uGAcgASgJEicKBmZpZWxkcxgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKaXNfZmFpbHVyZRgJIAEoCBIUCgxpc19hbm9ueW1vdXMYCiABKAgSKwoHY3JlYXRlZBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXh0ZXJuYWxfaWQYDCABKAkSEQoJY29tcG9uZW50GA0gASgJYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Who did it (Retraced: actor).
@@ -259,6 +259,40 @@ export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
   messageDesc(file_breakpilot_tenantregistry_v1_audit, 3);
 
 /**
+ * How long a tenant's audit events are kept. Retention removes older events
+ * through the chain-keeping path (their last hash becomes the chain's signed base).
+ *
+ * @generated from message breakpilot.tenantregistry.v1.AuditRetention
+ */
+export type AuditRetention = Message<"breakpilot.tenantregistry.v1.AuditRetention"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The tenant's own period; unset when the tenant has none.
+   *
+   * @generated from field: google.protobuf.Duration period = 2;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * What applies: the tenant's period, else the service's AUDIT_RETENTION; unset: kept forever.
+   *
+   * @generated from field: google.protobuf.Duration effective_period = 3;
+   */
+  effectivePeriod?: Duration | undefined;
+};
+
+/**
+ * Describes the message breakpilot.tenantregistry.v1.AuditRetention.
+ * Use `create(AuditRetentionSchema)` to create a new message.
+ */
+export const AuditRetentionSchema: GenMessage<AuditRetention> = /*@__PURE__*/
+  messageDesc(file_breakpilot_tenantregistry_v1_audit, 4);
+
+/**
  * An event reported by a sibling service.
  *
  * @generated from message breakpilot.tenantregistry.v1.AuditEventInput
@@ -339,5 +373,5 @@ export type AuditEventInput = Message<"breakpilot.tenantregistry.v1.AuditEventIn
  * Use `create(AuditEventInputSchema)` to create a new message.
  */
 export const AuditEventInputSchema: GenMessage<AuditEventInput> = /*@__PURE__*/
-  messageDesc(file_breakpilot_tenantregistry_v1_audit, 4);
+  messageDesc(file_breakpilot_tenantregistry_v1_audit, 5);
 
