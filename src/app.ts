@@ -22,7 +22,7 @@ import { createApiKeyUsageTracker } from "./service/api-key-usage.js";
 import { createApiKeyVerifier, type ApiKeyVerifier } from "./service/api-key-verifier.js";
 import { createApiKeyHandlers } from "./service/api-keys.js";
 import { createAuditHandlers } from "./service/audit.js";
-import { startAuditHousekeeping } from "./service/audit-chain.js";
+import { chainBaseReader, startAuditHousekeeping } from "./service/audit-chain.js";
 import { createAuditChainHandlers } from "./service/audit-chain-handlers.js";
 import { createAuditRetentionHandlers } from "./service/audit-retention-handlers.js";
 import { ephemeralAuditSigner } from "./service/audit-signing-key.js";
@@ -215,6 +215,7 @@ export function createApp({
     shutdownSignal: shutdown.signal,
     logger,
     auditSigner,
+    auditChainBase: chainBaseReader(db),
     clock,
   });
   registerGrpcHealth(router, readiness, [TenantRegistryService.typeName], AbortSignal.any([drain.signal, shutdown.signal]));

@@ -121,7 +121,7 @@ async function verifyFile(file: string, given: Checkpoint | undefined, keyFile: 
     printVerdict(out, { intact: false, problem: "malformed", detail: scan.problem });
     return 1;
   }
-  const chainId = scan.chainId ?? scan.checkpoint?.chainId ?? given?.chainId;
+  const chainId = scan.chainId ?? scan.base?.chainId ?? scan.checkpoint?.chainId ?? given?.chainId;
   if (chainId === undefined) {
     printVerdict(out, { intact: false, problem: "malformed", detail: "the file holds no events and no checkpoint" });
     return 1;
@@ -131,12 +131,11 @@ async function verifyFile(file: string, given: Checkpoint | undefined, keyFile: 
     out.error(key.problem);
     return 2;
   }
-  if (key === undefined && (scan.checkpoint || given)) {
-    out.error("--public-key: required to check a checkpoint (the PEM of GET /v1/audit/public-key)");
+  if (key === undefined && (scan.checkpoint || scan.base || given)) {
+    out.error("--public-key: required to check the file's signed checkpoint and base (the PEM of GET /v1/audit/public-key)");
     return 2;
   }
-  const verdict = await verifyExport(linesOf(file), chainId, { file: scan.checkpoint, given }, key);
+  const verdict = await verifyExport(linesOf(file), chainId, { base: scan.base, file: scan.checkpoint, given }, key);
   printVerdict(out, verdict);
-  if (verdict.intact && !verdict.tailSigned) out.error("no checkpoint: the events verify, but nothing proves the export's tail is complete");
   return verdict.intact ? 0 : 1;
 }

@@ -13,8 +13,9 @@ import {
  * Offline verification of an NDJSON export (`GET …/audit/events:export`):
  * the same ChainVerifier the database walk uses, fed from the file's lines one
  * at a time (memory stays constant). Two passes over the lines: the first
- * finds the chain and the export's own checkpoint (its last line), which the
- * verifier must know before the first event.
+ * finds the chain, the export's base (its first line, when retention has cut
+ * the chain) and its checkpoint (its last line), which the verifier must know
+ * before the first event.
  */
 
 export type ExportVerdict =
@@ -23,8 +24,8 @@ export type ExportVerdict =
       readonly chainId: string;
       readonly lastSequence: bigint;
       readonly eventsChecked: bigint;
-      /** Whether a checkpoint (the file's or one given) proves the tail is complete. */
-      readonly tailSigned: boolean;
+      /** Where the file's chain starts: 0, or the signed retention cut of its base line. */
+      readonly baseSequence: bigint;
     }
   | {
       readonly intact: false;
@@ -55,18 +56,26 @@ async function* records(lines: AsyncIterable<string>): AsyncGenerator<Line> {
 }
 
 export type ExportScan =
-  | { readonly chainId: string | undefined; readonly checkpoint: Checkpoint | undefined }
+  | { readonly chainId: string | undefined; readonly base: Checkpoint | undefined; readonly checkpoint: Checkpoint | undefined }
   | { readonly problem: string; readonly line: number };
 
-/** Pass one: the chain of the first event, and the checkpoint line (which must be the last). */
+/** Pass one: the chain of the first event, the base line (which must be the first) and the checkpoint line (the last). */
 export async function scanExport(lines: AsyncIterable<string>): Promise<ExportScan> {
   let chainId: string | undefined;
+  let base: Checkpoint | undefined;
   let checkpoint: Checkpoint | undefined;
   let checkpointLine = 0;
+  let seen = 0;
   for await (const r of records(lines)) {
     if ("problem" in r) return { problem: r.problem, line: r.number };
     if (checkpoint) return { problem: `line ${r.number} comes after the checkpoint line ${checkpointLine}, which must be the last`, line: r.number };
-    if ("checkpoint" in r.json) {
+    seen += 1;
+    if ("base" in r.json) {
+      if (seen > 1) return { problem: `line ${r.number}: a base line must be the file's first`, line: r.number };
+      const parsed = checkpointFromJson(r.json["base"]);
+      if ("problem" in parsed) return { problem: `line ${r.number}: base.${parsed.problem}`, line: r.number };
+      base = parsed;
+    } else if ("checkpoint" in r.json) {
       const parsed = checkpointFromJson(r.json["checkpoint"]);
       if ("problem" in parsed) return { problem: `line ${r.number}: checkpoint.${parsed.problem}`, line: r.number };
       checkpoint = parsed;
@@ -77,27 +86,28 @@ export async function scanExport(lines: AsyncIterable<string>): Promise<ExportSc
         if ("problem" in e) return { problem: `line ${r.number}: event.${e.problem}`, line: r.number };
         chainId = e.chainId;
       }
-    } else return { problem: `line ${r.number} is neither an event nor a checkpoint`, line: r.number };
+    } else return { problem: `line ${r.number} is neither an event, a base nor a checkpoint`, line: r.number };
   }
-  return { chainId, checkpoint };
+  return { chainId, base, checkpoint };
 }
 
 /**
  * Pass two: every event through one verifier per checkpoint (the file's and
- * one kept elsewhere). The file's checkpoint signed the export's last event,
- * so events after it are not covered: they count as broken.
+ * one kept elsewhere), from the file's signed base (genesis without one). The
+ * file's checkpoint signed the export's last event, so events after it are not
+ * covered: they count as broken. Without any checkpoint nothing proves the
+ * newest events are all there (a full export always ends with one), so that
+ * is a missing tail too.
  */
 export async function verifyExport(
   lines: AsyncIterable<string>,
   chainId: string,
-  checkpoints: { readonly file: Checkpoint | undefined; readonly given: Checkpoint | undefined },
+  signed: { readonly base: Checkpoint | undefined; readonly file: Checkpoint | undefined; readonly given: Checkpoint | undefined },
   publicKey: KeyObject | undefined,
 ): Promise<ExportVerdict> {
-  const base = { sequence: 0n, hash: GENESIS_HASH };
-  const all = [checkpoints.file, checkpoints.given];
-  const verifiers = (all.some(Boolean) ? all.filter((c) => c !== undefined) : [undefined]).map(
-    (c) => new ChainVerifier(chainId, base, c, publicKey),
-  );
+  const base = signed.base ? { sequence: signed.base.sequence, hash: signed.base.hash, cut: signed.base } : { sequence: 0n, hash: GENESIS_HASH };
+  const all = [signed.file, signed.given].filter((c) => c !== undefined);
+  const verifiers = (all.length > 0 ? all : [undefined]).map((c) => new ChainVerifier(chainId, base, c, publicKey));
   let last = 0n;
   for await (const r of records(lines)) {
     if ("problem" in r) return { intact: false, chainId, firstBadSequence: last + 1n, problem: "malformed", detail: r.problem };
@@ -112,7 +122,16 @@ export async function verifyExport(
     if (!v.intact) return { intact: false, chainId, firstBadSequence: v.firstBadSequence, problem: v.problem, detail: v.detail };
   }
   const verdict = verdicts[0]!;
-  const cp = checkpoints.file;
+  if (all.length === 0) {
+    return {
+      intact: false,
+      chainId,
+      firstBadSequence: verdict.lastSequence + 1n,
+      problem: "missing_tail",
+      detail: `the events up to ${verdict.lastSequence} verify, but the file has no checkpoint line (a full export ends with one) and none was given: nothing proves the newest events are all here`,
+    };
+  }
+  const cp = signed.file;
   if (cp && verdict.lastSequence > cp.sequence) {
     return {
       intact: false,
@@ -122,5 +141,5 @@ export async function verifyExport(
       detail: `events after ${cp.sequence} are not covered by the export's checkpoint: they were added to the file`,
     };
   }
-  return { intact: true, chainId, lastSequence: verdict.lastSequence, eventsChecked: verdict.eventsChecked, tailSigned: all.some(Boolean) };
+  return { intact: true, chainId, baseSequence: base.sequence, lastSequence: verdict.lastSequence, eventsChecked: verdict.eventsChecked };
 }

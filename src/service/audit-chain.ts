@@ -56,6 +56,24 @@ export async function verifyStoredChain(
   });
 }
 
+/** Where a chain starts, for the `base` line of a full export (rest-export.ts). */
+export type ChainBaseReader = {
+  /** The signed retention cut that made `sequence` the chain's base, or null. */
+  cutAt(chainId: string, sequence: bigint): Promise<Checkpoint | null>;
+  /** Where the chain starts now: sequence 0 and the genesis hash until retention cuts it. */
+  baseOf(chainId: string): Promise<{ readonly sequence: bigint; readonly hash: string }>;
+};
+
+export function chainBaseReader(db: Db): ChainBaseReader {
+  return {
+    cutAt: (chainId, sequence) => findRetentionCut(db, chainId, sequence),
+    async baseOf(chainId) {
+      const head = await findChainHead(db, chainId);
+      return { sequence: head?.baseSequence ?? 0n, hash: head?.baseHash ?? GENESIS_HASH };
+    },
+  };
+}
+
 /** Signs the chain's current head (sequence 0 and the genesis hash for an empty chain) and stores the checkpoint. */
 export async function signChainHead(db: Db, signer: AuditSigner, chainId: string, now: Date): Promise<Checkpoint> {
   const head = await findChainHead(db, chainId);

@@ -4,8 +4,9 @@ import type http2 from "node:http2";
 import { toJson, type JsonObject, type JsonWriteOptions } from "@bufbuild/protobuf";
 import { AuditCheckpointSchema, AuditEventSchema, type AuditEvent } from "../../gen/breakpilot/tenantregistry/v1/audit_pb.js";
 import type { ExportAuditEventsRequest, ExportAuditEventsResponse } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { GENESIS_HASH, type AuditSigner } from "../domain/audit-chain.js";
+import { GENESIS_HASH, type AuditSigner, type Checkpoint } from "../domain/audit-chain.js";
 import { toInstant } from "../domain/audit-query.js";
+import type { ChainBaseReader } from "../service/audit-chain.js";
 import { checkpointToProto } from "./convert-audit.js";
 
 /**
@@ -17,7 +18,9 @@ import { checkpointToProto } from "./convert-audit.js";
  * AuditEvent, as ListAuditEvents prints events), and after a
  * full export (no filter but the tenant) one `{"checkpoint":{…}}` line: the
  * last event's sequence and hash signed by the service, so cutting the file's
- * tail shows (`tenant-registry audit verify --file`).
+ * tail shows (`tenant-registry audit verify --file`). A full export of a
+ * chain that retention has cut starts with one `{"base":{…}}` line: the
+ * signed retention cut its first event follows, so the file verifies from there.
  * csv: a header and one row per event; no checkpoint (a row kind column would
  * make every consumer skip it; verify ndjson exports instead).
  */
@@ -58,9 +61,15 @@ const CSV_COLUMNS = [
   "external_id",
 ] as const;
 
-/** RFC 4180: quoted when it holds a comma, quote or line break; quotes doubled. */
+/**
+ * RFC 4180: quoted when it holds a comma, quote or line break; quotes doubled.
+ * A cell a spreadsheet would run as a formula (starting with =, +, -, @, a tab
+ * or a carriage return: OWASP's CSV injection list) gets a leading `'`, so an
+ * actor name such as `=HYPERLINK(…)` reaching an auditor's spreadsheet stays text.
+ */
 function csvField(value: string): string {
-  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+  const cell = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(cell) ? `"${cell.replaceAll('"', '""')}"` : cell;
 }
 
 function csvRow(json: JsonObject): string {
@@ -127,15 +136,30 @@ export async function writeAuditExport(options: {
   readonly first: IteratorResult<ExportAuditEventsResponse>;
   readonly rest: AsyncIterator<ExportAuditEventsResponse>;
   readonly signer: AuditSigner | undefined;
+  readonly chainBase: ChainBaseReader | undefined;
   readonly writeOptions: Partial<JsonWriteOptions>;
   readonly clock: () => Date;
   readonly signal: AbortSignal;
 }): Promise<void> {
   const { res, format, writeOptions, signal } = options;
+  const chainId = options.request.tenantId.toLowerCase();
+  // Only a full ndjson export is a verifiable file: it gets a base (when cut) and a checkpoint.
+  const signed = format === "ndjson" && options.signer !== undefined && isFullExport(options.request);
+  const checkpointLine = (key: "base" | "checkpoint", c: Checkpoint) =>
+    JSON.stringify({ [key]: toJson(AuditCheckpointSchema, checkpointToProto(c), writeOptions) }) + "\n";
   res.statusCode = 200;
   res.setHeader("content-type", CONTENT_TYPES[format]);
   if (format === "csv") await write(res, CSV_COLUMNS.join(",") + "\r\n", signal);
   let last: AuditEvent | undefined;
+  // A chain emptied by retention still starts at its base: the checkpoint signs that.
+  let base: { sequence: bigint; hash: string } = { sequence: 0n, hash: GENESIS_HASH };
+  if (signed && options.chainBase) {
+    const firstEvent = options.first.done ? undefined : options.first.value.events[0];
+    // From the first event read (not the head read before it), so a cut made meanwhile cannot disagree.
+    const baseSequence = firstEvent ? firstEvent.sequence - 1n : (base = await options.chainBase.baseOf(chainId)).sequence;
+    const cut = baseSequence > 0n ? await options.chainBase.cutAt(chainId, baseSequence) : null;
+    if (cut) await write(res, checkpointLine("base", cut), signal);
+  }
   for (let next = options.first; !next.done; next = await options.rest.next()) {
     // One write per streamed message (up to 1,000 events, near 1 MiB): one line per event inside it.
     let chunk = "";
@@ -146,17 +170,10 @@ export async function writeAuditExport(options: {
     }
     if (chunk !== "") await write(res, chunk, signal);
   }
-  if (format === "ndjson" && options.signer && isFullExport(options.request)) {
-    // Signs what was just read: the export's own tail (genesis for a chain with no events yet).
-    const checkpoint = options.signer.sign(
-      {
-        chainId: last?.chainId ?? options.request.tenantId.toLowerCase(),
-        sequence: last?.sequence ?? 0n,
-        hash: last?.hash ?? GENESIS_HASH,
-      },
-      toInstant(options.clock()),
-    );
-    await write(res, JSON.stringify({ checkpoint: toJson(AuditCheckpointSchema, checkpointToProto(checkpoint), writeOptions) }) + "\n", signal);
+  if (signed) {
+    // Signs what was just read: the export's own tail (its base for a chain with no events).
+    const tail = last ? { sequence: last.sequence, hash: last.hash } : base;
+    await write(res, checkpointLine("checkpoint", options.signer!.sign({ chainId, ...tail }, toInstant(options.clock()))), signal);
   }
   res.end();
 }

@@ -7,6 +7,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditEventsResponse } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import type { AuditSigner } from "../domain/audit-chain.js";
+import type { ChainBaseReader } from "../service/audit-chain.js";
 import { EXPORT_FORMATS, writeAuditExport, type ExportFormat } from "./rest-export.js";
 import { restRouteKey } from "./context.js";
 import type { Logger } from "../logger.js";
@@ -51,6 +52,8 @@ export type RestOptions = {
   readonly logger: Logger;
   /** Signs the tail of a full audit export; without it exports carry no checkpoint. */
   readonly auditSigner?: AuditSigner;
+  /** Where audit chains start, for the base line of a full export of a chain cut by retention. */
+  readonly auditChainBase?: ChainBaseReader;
   readonly clock?: () => Date;
 };
 
@@ -203,7 +206,7 @@ export function createRestHandler(options: RestOptions): RestHandler {
         const first = await stream.next();
         copyResponseHeaders(context.responseHeader, res);
         try {
-          await writeAuditExport({ res, format: format as ExportFormat, request: input, first, rest: stream, signer: options.auditSigner, writeOptions, clock, signal: abort.signal });
+          await writeAuditExport({ res, format: format as ExportFormat, request: input, first, rest: stream, signer: options.auditSigner, chainBase: options.auditChainBase, writeOptions, clock, signal: abort.signal });
         } catch (error) {
           if (!(error instanceof ConnectError) && !abort.signal.aborted) options.logger.error({ err: error, route: route.template }, "rest export failed");
           if ("stream" in res) res.stream.destroy();

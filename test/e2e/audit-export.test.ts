@@ -7,7 +7,9 @@ import { promisify } from "node:util";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import type { DatabasePool } from "../../src/db/pool.js";
 import { checkpointToJson } from "../../src/domain/audit-chain.js";
+import { applyRetention } from "../../src/service/audit-chain.js";
 import { PACKAGE_ROOT } from "../../src/paths.js";
 import { ephemeralAuditSigner } from "../../src/service/audit-signing-key.js";
 import { tokenFor } from "../support/auth.js";
@@ -29,6 +31,7 @@ const signer = ephemeralAuditSigner();
 
 let baseUrl: string;
 let sql: pg.Client;
+let pool: DatabasePool;
 let issuer: OidcIssuer;
 let admin: string;
 let dir: string;
@@ -36,7 +39,7 @@ let publicKeyFile: string;
 
 useOidcTestServer(
   async (h) => {
-    ({ sql, issuer } = h);
+    ({ sql, issuer, pool } = h);
     baseUrl = h.server.baseUrl;
     admin = await tokenFor(issuer, "platform-admin");
   },
@@ -114,7 +117,7 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
 
     const result = await verifyFile(file);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.verdict).toMatchObject({ intact: true, chainId: tenantId, lastSequence: "6", eventsChecked: "6", tailSigned: true });
+    expect(result.verdict).toMatchObject({ intact: true, chainId: tenantId, baseSequence: "0", lastSequence: "6", eventsChecked: "6" });
   });
 
   it("an edited action, a deleted middle line and a dropped tail each fail verification naming the sequence", async () => {
@@ -131,11 +134,12 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     const cut = await tampered(file, (lines) => [...lines.slice(0, 3), lines.at(-1)!]);
     expect(await verifyFile(cut)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "4", problem: "missing_tail" } });
 
-    // The checkpoint dropped too: the events still chain, only a checkpoint kept elsewhere shows the cut.
+    // The checkpoint dropped too: the events still chain, but a full export always ends with
+    // a checkpoint, so a file without one has lost its tail as far as anyone can prove.
     const cutClean = await tampered(file, (lines) => lines.slice(0, 3));
     const unsigned = await verifyFile(cutClean);
-    expect(unsigned).toMatchObject({ code: 0, verdict: { intact: true, tailSigned: false } });
-    expect(unsigned.stderr).toMatch(/nothing proves the export's tail is complete/);
+    expect(unsigned).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "4", problem: "missing_tail" } });
+    expect(unsigned.verdict["detail"]).toMatch(/no checkpoint line/);
     const kept = join(dir, `${tenantId}.checkpoint.json`);
     await writeFile(kept, JSON.stringify((JSON.parse((await readFile(file, "utf8")).trimEnd().split("\n").at(-1)!) as { checkpoint: unknown }).checkpoint));
     expect(await verifyFile(cutClean, ["--checkpoint", kept])).toMatchObject({ code: 1, verdict: { firstBadSequence: "4", problem: "missing_tail" } });
@@ -164,7 +168,7 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     expect(lines).toHaveLength(2346);
     const result = await verifyFile(file);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.verdict).toMatchObject({ intact: true, lastSequence: "2345", tailSigned: true });
+    expect(result.verdict).toMatchObject({ intact: true, lastSequence: "2345", eventsChecked: "2345" });
   });
 
   it("a filtered export carries no checkpoint (it is not the whole chain)", async () => {
@@ -186,6 +190,21 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     const records = text.split(/\r\n(?=\d+,[0-9a-f]{64},)/);
     expect(records.slice(1).map((r) => r.split(",")[0])).toEqual(["1", "2", "3"]);
     expect(text).toContain('"line one\nline two\t✓, ""quoted"""');
+  });
+
+  it("csv: a cell a spreadsheet would run as a formula starts with ' (ndjson keeps the value as recorded)", async () => {
+    const tenant = await insertTenant(sql);
+    const client = clientFor(TenantRegistryService, baseUrl, "grpc", { authorization: `Bearer ${admin}` });
+    const hostile = ['=HYPERLINK("http://evil.example")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\tTAB"];
+    await client.recordAuditEvents({
+      events: hostile.map((name, i) => ({ tenantId: tenant.id, action: "report.view", crud: "r", actor: { id: `u${i}`, name, type: "user" }, description: name })),
+    });
+    const csv = await (await exportOf(tenant.id, "?format=csv")).text();
+    const names = csv.split("\r\n").slice(1, -1).map((r) => r.split(",")[10]);
+    expect(names).toEqual(["\"'=HYPERLINK(\"\"http://evil.example\"\")\"", "'+1+cmd|' /C calc'!A0", "'-2+3", "'@SUM(A1:A9)", "'\tTAB"]);
+    const ndjson = (await (await exportOf(tenant.id)).text()).trimEnd().split("\n");
+    const actors = ndjson.slice(0, -1).map((l) => (JSON.parse(l) as { event: { actor: { name: string } } }).event.actor.name);
+    expect(actors).toEqual(hostile);
   });
 
   it("format=xml is 400 invalid_argument naming format", async () => {
@@ -212,5 +231,68 @@ describe("GET /v1/tenants/{tenant_id}/audit/events:export", () => {
     expect((JSON.parse(body) as { code: string }).code).toBe(((await listed.json()) as { code: string }).code);
 
     expect((await exportOf(own, "", "not-a-token")).status).toBe(401);
+  });
+});
+
+describe("exports of a chain cut by retention", () => {
+  const DAY = 24 * 60 * 60 * 1000;
+
+  /** A tenant whose first `old` events are 10 days old and the next `recent` are new, after a 7-day retention pass. */
+  async function cutTenant(old: number, recent: number): Promise<string> {
+    const tenant = await insertTenant(sql);
+    const now = Date.now();
+    const events = Array.from({ length: old + recent }, (_, i) => ({
+      tenant_id: tenant.id,
+      action: "document.update",
+      crud: "u",
+      actor_id: `u${i}`,
+      created_at: new Date(i < old ? now - 10 * DAY : now).toISOString(),
+    }));
+    await sql.query("SELECT audit_append($1::jsonb)", [JSON.stringify(events)]);
+    // The server's own key signs the cut, as the server's retention tick would.
+    await applyRetention(pool, signer, new Date(now), 7 * DAY);
+    return tenant.id;
+  }
+
+  it("starts with the signed retention cut as its base line and verifies from there", async () => {
+    const tenantId = await cutTenant(3, 3);
+    const { file, lines } = await exportFile(tenantId);
+    expect(lines.map((l) => Object.keys(JSON.parse(l) as object)[0])).toEqual(["base", "event", "event", "event", "checkpoint"]);
+    const { base } = JSON.parse(lines[0]!) as { base: Record<string, string> };
+    const first = (JSON.parse(lines[1]!) as { event: Record<string, string> }).event;
+    expect(base).toMatchObject({ chainId: tenantId, sequence: "3", hash: first.previousHash, keyId: signer.keyId });
+    expect(first.sequence).toBe("4");
+
+    const result = await verifyFile(file);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.verdict).toMatchObject({ intact: true, baseSequence: "3", lastSequence: "6", eventsChecked: "3" });
+  });
+
+  it("without its base line, with a base signed by another key, or with the base moved, the file does not verify", async () => {
+    const tenantId = await cutTenant(2, 2);
+    const { file } = await exportFile(tenantId);
+
+    const noBase = await tampered(file, (lines) => lines.slice(1));
+    expect(await verifyFile(noBase)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "1", problem: "gap" } });
+
+    const forger = ephemeralAuditSigner();
+    const forged = await tampered(file, (lines) => {
+      const { base } = JSON.parse(lines[0]!) as { base: { sequence: string; hash: string } };
+      const fake = forger.sign({ chainId: tenantId, sequence: BigInt(base.sequence), hash: base.hash }, "2026-01-01T00:00:00.000000Z");
+      return [JSON.stringify({ base: checkpointToJson(fake) }), ...lines.slice(1)];
+    });
+    expect(await verifyFile(forged)).toMatchObject({ code: 1, verdict: { intact: false, firstBadSequence: "2", problem: "bad_signature" } });
+
+    const moved = await tampered(file, (lines) => [lines[1]!, lines[0]!, ...lines.slice(2)]);
+    expect(await verifyFile(moved)).toMatchObject({ code: 1, verdict: { intact: false, problem: "malformed" } });
+  });
+
+  it("a chain retention emptied exports its base and a checkpoint of it, and verifies", async () => {
+    const tenantId = await cutTenant(4, 0);
+    const { file, lines } = await exportFile(tenantId);
+    expect(lines.map((l) => Object.keys(JSON.parse(l) as object)[0])).toEqual(["base", "checkpoint"]);
+    const { checkpoint } = JSON.parse(lines[1]!) as { checkpoint: Record<string, string> };
+    expect(checkpoint).toMatchObject({ sequence: "4", hash: (JSON.parse(lines[0]!) as { base: { hash: string } }).base.hash });
+    expect(await verifyFile(file)).toMatchObject({ code: 0, verdict: { intact: true, baseSequence: "4", lastSequence: "4", eventsChecked: "0" } });
   });
 });
