@@ -1,10 +1,10 @@
 import { rmSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { startEmbeddedPostgres } from "../../../src/db/embedded.js";
-import { connectWithRetry, migrateUp } from "../../../src/db/migrations.js";
+import { connectWithRetry, listMigrationFiles, migrateUp, MIGRATIONS_DIR } from "../../../src/db/migrations.js";
 
 /**
  * The bench's PostgreSQL: embedded and started here unless BENCH_DATABASE_URL names
@@ -12,8 +12,11 @@ import { connectWithRetry, migrateUp } from "../../../src/db/migrations.js";
  * named bench_<pid>_<name>, and dropped again by `close()`.
  */
 export type BenchPostgres = {
-  /** A fresh database with every migration applied; its URL. */
-  createDatabase(name: string): Promise<string>;
+  /**
+   * A fresh database with every migration applied (or only those up to
+   * `throughMigration`, to measure an older schema side by side); its URL.
+   */
+  createDatabase(name: string, options?: { readonly throughMigration?: number }): Promise<string>;
   dropDatabase(url: string): Promise<void>;
   /** Drops every database still open, stops the embedded server, removes its files. */
   close(): Promise<void>;
@@ -49,7 +52,7 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
   const nameOf = (url: string) => decodeURIComponent(new URL(url).pathname.slice(1));
 
   const self: BenchPostgres = {
-    async createDatabase(name) {
+    async createDatabase(name, options = {}) {
       const database = `bench_${process.pid}_${name.replace(/[^a-z0-9_]/gi, "_")}`.toLowerCase();
       await adminQuery(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
       await adminQuery(`CREATE DATABASE "${database}"`);
@@ -57,10 +60,18 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
       url.pathname = `/${database}`;
       created.add(url.toString());
       const client = await connectWithRetry(url.toString(), 10_000, () => {});
+      const through = options.throughMigration;
+      const dir = through === undefined ? MIGRATIONS_DIR : await mkdtemp(join(tmpdir(), "tenant-registry-bench-migrations-"));
       try {
-        await migrateUp(client, () => {});
+        if (through !== undefined) {
+          for (const file of await listMigrationFiles()) {
+            if (file.id <= through) await copyFile(join(MIGRATIONS_DIR, file.fileName), join(dir, file.fileName));
+          }
+        }
+        await migrateUp(client, () => {}, dir);
       } finally {
         await client.end();
+        if (dir !== MIGRATIONS_DIR) await rm(dir, { recursive: true, force: true });
       }
       return url.toString();
     },
