@@ -11,31 +11,26 @@ import {
 import type { Db } from "./tenants.js";
 
 /**
- * Appends one event to its chain (audit_append in migrations/4_audit_hash_chain.sql
- * assigns the sequence and hash). Takes the connection of the change it records,
- * so both commit together or not at all; on a pool it is one atomic statement.
+ * Appends one event to its chain: a plain INSERT that audit_log_chain_row
+ * (migrations/7) chains, holding the chain's head row until commit, so a
+ * mutation's event costs one row, not audit_append's batch machinery. Takes the
+ * connection of the change it records, so both commit together or not at all.
  */
 export async function insertAuditEvent(db: Db, event: AuditEventDraft, context: AuditContext): Promise<void> {
   const actor = context.actor;
   const anonymous = actor.kind === "anonymous";
-  const row = {
-    tenant_id: event.tenantId,
-    action: event.action,
-    crud: event.crud,
-    actor_id: anonymous ? null : actor.id,
-    actor_name: anonymous ? null : actor.name,
-    actor_type: anonymous ? null : actor.kind,
-    actor_href: anonymous ? null : (actor.href ?? null),
-    target_id: event.target.id,
-    target_name: event.target.name ?? null,
-    target_type: event.target.type,
-    source_ip: context.sourceIp ?? null,
-    description: event.description ?? "",
-    fields: (event.fields ?? {}) as Record<string, never>,
-    is_failure: event.isFailure ?? false,
-    is_anonymous: anonymous,
-  };
-  await db.query(sql.unsafe`SELECT audit_append(${sql.jsonb([row])})`);
+  await db.query(sql.unsafe`
+    INSERT INTO audit_log (
+      tenant_id, action, crud, actor_id, actor_name, actor_type, actor_href,
+      target_id, target_name, target_type, source_ip, description, fields, is_failure, is_anonymous
+    ) VALUES (
+      ${event.tenantId}, ${event.action}, ${event.crud},
+      ${anonymous ? null : actor.id}, ${anonymous ? null : actor.name}, ${anonymous ? null : actor.kind},
+      ${anonymous ? null : (actor.href ?? null)},
+      ${event.target.id}, ${event.target.name ?? null}, ${event.target.type},
+      ${context.sourceIp ?? null}::inet, ${event.description ?? ""}, ${sql.jsonb((event.fields ?? {}) as never)},
+      ${event.isFailure ?? false}, ${anonymous}
+    )`);
 }
 
 // ---- Events reported by sibling services, and the audit-log reads ----
