@@ -120,7 +120,8 @@ describe("the packed artifact (make dist)", () => {
       expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
       // The installed command runs Node with its shebang's flags (src/main.ts: the young-generation cap).
       if (process.platform === "linux") {
-        expect((await readFile(`/proc/${server.pid}/cmdline`, "utf8")).split("\0")).toContain("--max-semi-space-size=16");
+        const argv = (await readFile(`/proc/${server.pid}/cmdline`, "utf8")).split("\0");
+        expect(argv).toEqual(expect.arrayContaining(["--max-semi-space-size=16", "--max-old-space-size=1024"]));
       }
 
       const token = await tokenFor(issuer, "platform-admin");
