@@ -23,7 +23,10 @@ endif
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 DEPS_STAMP := node_modules/.package-lock.json
-MAIN := node dist/src/main.js
+# The Node flags of src/main.ts's `#!/usr/bin/env -S node …` line, which the installed
+# command runs with: `make start` and `make dev` run the server as shipped.
+NODE_FLAGS := $(shell sed -n '1s|^\#!/usr/bin/env -S node *||p' src/main.ts)
+MAIN := node $(NODE_FLAGS) dist/src/main.js
 
 .PHONY: help node install generate check-generated lint format typecheck build prune-dist FORCE start dev dev-watch \
         protos dist pack test test-short bench migrate-up migrate-version migrate-down migrate-down-all \
@@ -132,7 +135,7 @@ dev: build ## development server: APP_ENV=dev, embedded PostgreSQL unless DATABA
 dev-watch: build ## make dev, rebuilt (tsc --watch) and restarted (node --watch) on every change
 	@$(TSC_BUILD) --watch --preserveWatchOutput & tsc_pid=$$!; \
 	trap 'kill $$tsc_pid 2>/dev/null' EXIT; \
-	APP_ENV=$${APP_ENV:-dev} node --watch-path=dist/src --watch-path=dist/gen --watch-preserve-output dist/src/main.js serve
+	APP_ENV=$${APP_ENV:-dev} node $(NODE_FLAGS) --watch-path=dist/src --watch-path=dist/gen --watch-preserve-output dist/src/main.js serve
 
 test: $(DEPS_STAMP) check-generated lint typecheck build protos ## everything CI runs: drift, lint, typecheck, build, all tests
 	vitest run --reporter=default --reporter=json --outputFile.json=.test-results.json

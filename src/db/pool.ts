@@ -33,12 +33,14 @@ export type PoolOptions = {
   readonly maxPoolSize?: number;
   readonly statementTimeoutMs?: number;
   readonly connectionTimeoutMs?: number;
+  /** Run after the result parser, e.g. to watch which queries a call makes. */
+  readonly interceptors?: readonly Interceptor[];
 };
 
 export async function createDatabasePool(databaseUrl: string, options: PoolOptions = {}): Promise<DatabasePool> {
   return createPool(databaseUrl, {
     driverFactory: createPgDriverFactory(),
-    interceptors: [resultParser],
+    interceptors: [resultParser, ...(options.interceptors ?? [])],
     // timestamptz as Date (Slonik's preset gives epoch numbers); everything else as pg returns it.
     typeParsers: [{ ...createTimestampWithTimeZoneTypeParser(), parse: (v) => new Date(v) }],
     maxPoolSize: options.maxPoolSize ?? 10,

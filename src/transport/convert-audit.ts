@@ -1,10 +1,7 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
-  AuditActorSchema,
   AuditCheckpointSchema,
-  AuditEventSchema,
-  AuditTargetSchema,
   type AuditCheckpoint as ProtoAuditCheckpoint,
   type AuditEvent as ProtoAuditEvent,
   type AuditEventInput as ProtoAuditEventInput,
@@ -78,28 +75,37 @@ export function auditFilterInputFromProto(req: ProtoAuditFilter): AuditFilterInp
   };
 }
 
+/**
+ * Built as plain message objects (protobuf-es v2 messages are objects with a
+ * $typeName): an export converts up to a million events, and create() walking
+ * the schema for each of them and its actor, target and timestamp was a tenth
+ * of the export's server CPU. The literal types make the compiler check every
+ * field is given.
+ */
 export function auditEventToProto(e: AuditEvent): ProtoAuditEvent {
-  return create(AuditEventSchema, {
+  const { seconds, nanos } = instantToEpoch(e.createdAt);
+  return {
+    $typeName: "breakpilot.tenantregistry.v1.AuditEvent",
     id: e.id,
     tenantId: e.tenantId ?? "",
     action: e.action,
     crud: e.crud,
-    actor: e.actor ? create(AuditActorSchema, e.actor) : undefined,
-    target: e.target ? create(AuditTargetSchema, e.target) : undefined,
+    actor: e.actor ? { $typeName: "breakpilot.tenantregistry.v1.AuditActor", id: e.actor.id, name: e.actor.name, type: e.actor.type, href: e.actor.href } : undefined,
+    target: e.target ? { $typeName: "breakpilot.tenantregistry.v1.AuditTarget", id: e.target.id, name: e.target.name, type: e.target.type } : undefined,
     sourceIp: e.sourceIp ?? "",
     description: e.description,
     // google.protobuf.Struct is a JsonObject in protobuf-es; jsonb comes back as one.
     fields: e.fields as JsonObject,
     isFailure: e.isFailure,
     isAnonymous: e.isAnonymous,
-    createdAt: instantToTimestamp(e.createdAt),
+    createdAt: { $typeName: "google.protobuf.Timestamp", seconds, nanos },
     externalId: e.externalId ?? "",
     component: e.component,
     sequence: e.sequence,
     hash: e.hash,
     previousHash: e.previousHash,
     chainId: e.chainId,
-  });
+  } satisfies ProtoAuditEvent;
 }
 
 export function checkpointToProto(c: Checkpoint): ProtoAuditCheckpoint {

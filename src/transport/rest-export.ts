@@ -161,7 +161,7 @@ export async function writeAuditExport(options: {
     if (cut) await write(res, checkpointLine("base", cut), signal);
   }
   for (let next = options.first; !next.done; next = await options.rest.next()) {
-    // One write per streamed message (up to 1,000 events, near 1 MiB): one line per event inside it.
+    // One write per streamed message (up to 250 events, near 1 MiB): one line per event inside it.
     let chunk = "";
     for (const event of next.value.events) {
       const json = toJson(AuditEventSchema, event, writeOptions) as JsonObject;

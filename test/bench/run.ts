@@ -6,6 +6,9 @@
  *   BENCH_QUICK=1           fewer cells, shorter runs, 10k rows instead of 1M (< 2 min)
  *   BENCH_SECTIONS=a,b      only these sections (ids as listed at the start)
  *   BENCH_DATABASE_URL=...  an existing PostgreSQL (admin URL) instead of the embedded one
+ *   BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=DIR"
+ *                           NODE_OPTIONS for the servers the bench starts, to profile them; they
+ *                           already run with the flags of src/main.ts's first line, as shipped
  */
 import { generateKeyPairSync } from "node:crypto";
 import { rmSync } from "node:fs";

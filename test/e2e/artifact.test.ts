@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -118,6 +118,11 @@ describe("the packed artifact (make dist)", () => {
         MIGRATE_ON_START: "false",
       }, { cwd: app });
       expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
+      // The installed command runs Node with its shebang's flags (src/main.ts: the young-generation cap).
+      if (process.platform === "linux") {
+        const argv = (await readFile(`/proc/${server.pid}/cmdline`, "utf8")).split("\0");
+        expect(argv).toEqual(expect.arrayContaining(["--max-semi-space-size=16", "--max-old-space-size=1024"]));
+      }
 
       const token = await tokenFor(issuer, "platform-admin");
       const registry = clientFor(TenantRegistryService, server.baseUrl, "grpc", { authorization: `Bearer ${token}` });

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
+import type { Interceptor } from "slonik";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
@@ -97,6 +98,54 @@ describe("an export cut short", () => {
       expect(events).toBeGreaterThan(0);
       expect(events).toBeLessThan(20_000);
       expect(end?.error?.code).toBe("deadline_exceeded");
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("a client that stops reading", () => {
+  it("has at most one page read ahead of the one being sent, and gets every event in order once it reads again", async () => {
+    // Events of ~1.2 kB: a message of 250 is several times HTTP/2's 64 KiB flow-control
+    // window, so the transport cannot hide pages in its buffers.
+    const events = 2_000;
+    const bigTenant = (await insertTenant(sql)).id;
+    await sql.query(
+      `SELECT audit_append(jsonb_agg(jsonb_build_object('tenant_id', $1::text, 'action', 'report.view', 'crud', 'r',
+         'actor_id', 'u-' || n, 'description', repeat('d', 1000)) ORDER BY n))
+       FROM generate_series(1, $2::int) AS n`,
+      [bigTenant, events],
+    );
+    // Counted at the pool: the export's page queries (keyset, oldest first).
+    let pagesRead = 0;
+    const countPages: Interceptor = {
+      name: "count-export-pages",
+      beforeQueryExecution(_context, query) {
+        if (query.sql.includes("FROM audit_log") && query.sql.includes("ORDER BY seq ASC")) pagesRead += 1;
+        return null;
+      },
+    };
+    const server = await startTestServer(await db.pool({ interceptors: [countPages] }));
+    try {
+      const client = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+      let received = 0;
+      let previous = 0n;
+      let readWhileHolding: number | undefined;
+      for await (const message of client.exportAuditEvents({ tenantId: bigTenant })) {
+        if (readWhileHolding === undefined) {
+          await new Promise((r) => setTimeout(r, 1_000));
+          readWhileHolding = pagesRead;
+        }
+        for (const event of message.events) {
+          expect(event.sequence).toBe(previous + 1n);
+          previous = event.sequence;
+        }
+        received += message.events.length;
+      }
+      // The page the client holds, the one waiting in the stream, one read ahead: not all 8.
+      expect(readWhileHolding).toBeLessThanOrEqual(3);
+      expect(received).toBe(events);
+      expect(pagesRead).toBe(9); // 8 full pages of 250 and the empty one that ends the export
     } finally {
       await server.close();
     }

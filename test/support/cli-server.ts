@@ -1,6 +1,8 @@
 import { spawn, type SpawnOptions } from "node:child_process";
 
 export type CliServer = {
+  /** The spawned process (the server itself when the command execs into it, as setpriv and env do). */
+  readonly pid: number;
   readonly port: number;
   readonly baseUrl: string;
   /** Everything the process wrote to stdout and stderr so far. */
@@ -48,6 +50,7 @@ export async function startCliServer(
     });
   });
   return {
+    pid: child.pid!,
     port,
     baseUrl: `http://127.0.0.1:${port}`,
     output: () => out,

@@ -2,14 +2,14 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { inject } from "vitest";
 import { migrateUp } from "../../src/db/migrations.js";
-import { createDatabasePool, type DatabasePool } from "../../src/db/pool.js";
+import { createDatabasePool, type DatabasePool, type PoolOptions } from "../../src/db/pool.js";
 
 export type TestDatabase = {
   readonly name: string;
   readonly url: string;
   /** A plain pg client, for tests that look under the service at the schema itself. */
   client(): Promise<pg.Client>;
-  pool(): Promise<DatabasePool>;
+  pool(options?: PoolOptions): Promise<DatabasePool>;
   drop(): Promise<void>;
 };
 
@@ -50,8 +50,8 @@ export async function createTestDatabase(options: { migrate?: boolean } = {}): P
     name,
     url,
     client,
-    async pool() {
-      const p = await createDatabasePool(url);
+    async pool(poolOptions?: PoolOptions) {
+      const p = await createDatabasePool(url, poolOptions);
       pools.push(p);
       return p;
     },

@@ -55,6 +55,8 @@ export function startApp(ctx: BenchContext, options: AppOptions): Promise<BenchP
       CACHE: options.cache ? "on" : "off",
       AUDIT_SIGNING_KEY_FILE: ctx.signingKeyFile,
       ...options.env,
+      // Profiling only (see run.ts); the shipped flags come from the script's first line.
+      ...(process.env["BENCH_SERVER_NODE_OPTIONS"] ? { NODE_OPTIONS: process.env["BENCH_SERVER_NODE_OPTIONS"] } : {}),
     },
   });
 }

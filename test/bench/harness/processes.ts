@@ -76,6 +76,17 @@ export type SpawnOptions = {
 };
 
 /**
+ * The Node flags of a script's `#!/usr/bin/env -S node …` line: how the installed
+ * command runs it (src/main.ts), so the bench measures the server as shipped while
+ * still running this Node.
+ */
+export function shebangNodeFlags(script: string): string[] {
+  const first = readFileSync(script, "utf8").split("\n", 1)[0] ?? "";
+  const flags = /^#!\/usr\/bin\/env(?: -S)? node(?:\s+(.*))?$/.exec(first)?.[1];
+  return flags ? flags.trim().split(/\s+/) : [];
+}
+
+/**
  * Every process the bench starts goes through here, so that one call stops them
  * all, whatever happened (an error, Ctrl-C).
  */
@@ -84,7 +95,8 @@ export class ProcessRegistry {
 
   async start(options: SpawnOptions): Promise<BenchProcess> {
     const port = await freePort();
-    const node = [process.execPath, join(PACKAGE_ROOT, options.script), ...(options.args ?? [])];
+    const script = join(PACKAGE_ROOT, options.script);
+    const node = [process.execPath, ...shebangNodeFlags(script), script, ...(options.args ?? [])];
     const [command, ...args] = options.cpu === undefined ? node : ["taskset", "-c", String(options.cpu), ...node];
     const child = spawn(command!, args, {
       cwd: PACKAGE_ROOT,

@@ -1489,7 +1489,7 @@ export const ExportAuditEventsRequestSchema: GenMessage<ExportAuditEventsRequest
 
 /**
  * One batch of the export: consecutive events, oldest first, continuing where
- * the previous message ended. A batch holds up to 1,000 events and is cut
+ * the previous message ended. A batch holds up to 250 events and is cut
  * smaller to stay near 1 MiB; it is never empty. (Field 1, a single event per
  * message, is gone: one message per event cost more CPU than the event itself.
  * A reader built for it sees messages without that field, never wrong events.)
