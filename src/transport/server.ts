@@ -111,7 +111,17 @@ export async function listen(
       maxSessionInvalidFrames: 100,
       maxSessionRejectedStreams: 100,
     },
-    handler,
+    (req, res) => {
+      // Rapid reset sends HEADERS and RST_STREAM back to back, mostly in one packet, and Node
+      // hands us the stream before it has read the reset. One turn of the event loop later it
+      // has: a stream the client cancelled by then asked for nothing, and skipping it spares
+      // the whole call path (interceptors, error, access log line) that made such an attack
+      // slow every other client down. The guard still counts it (h2-guard.ts).
+      setImmediate(() => {
+        if (req.stream.closed) return;
+        handler(req, res);
+      });
+    },
   );
 
   const gate = createConnectionGate(limits, logger);

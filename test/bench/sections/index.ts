@@ -7,6 +7,7 @@ import { exportSection } from "./export.js";
 import { hotReadsSection } from "./hot-reads.js";
 import { keyCacheMemorySection } from "./key-cache-memory.js";
 import { propagationSection } from "./propagation.js";
+import { rapidResetSection } from "./rapid-reset.js";
 
 /** Every section of `make bench`, in the order they run. Add yours here. */
 export const SECTIONS: readonly BenchSection[] = [
@@ -19,4 +20,5 @@ export const SECTIONS: readonly BenchSection[] = [
   auditWritesSection,
   clientCacheSection,
   coldStartSection,
+  rapidResetSection,
 ];
