@@ -1,5 +1,4 @@
 import http2 from "node:http2";
-import net from "node:net";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
@@ -10,6 +9,7 @@ import { startCliServer } from "../support/cli-server.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
 import { clientFor, startTestServer, type TestServer, type TransportName } from "../support/server.js";
+import { connectOutcome } from "../support/wire.js";
 
 // The server is closed in the middle of the test, so no useTestServer.
 let db: TestDatabase;
@@ -98,18 +98,6 @@ describe("graceful shutdown finishes in-flight calls", () => {
     expect(events.rows.map((r) => r.to).sort()).toEqual(["Renamed over Connect", "Renamed over gRPC"]);
   });
 });
-
-/** A plain TCP connect: "connected", or the error code (ECONNREFUSED once nothing listens). */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve("connected");
-    });
-    socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,4 +1,17 @@
 import http2 from "node:http2";
+import net from "node:net";
+
+/** A plain TCP connect to 127.0.0.1: "connected", or the error code (ECONNREFUSED once nothing listens). */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve("connected");
+    });
+    socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
 
 /** A gRPC length-prefixed message: flag byte, 4-byte big-endian length, payload. */
 export function envelope(payload: Uint8Array, flags = 0): Buffer {

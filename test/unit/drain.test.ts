@@ -4,6 +4,7 @@ import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
 import { listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
+import { connectOutcome } from "../support/wire.js";
 
 // Each part of the drain sequence (README: Robustness), over HTTP/1.1 keep-alive and h2.
 const logger = createLogger("silent");
@@ -36,17 +37,6 @@ async function gatedServer() {
 }
 
 const forget = (server: Listening) => open.splice(open.indexOf(server), 1);
-
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve("connected");
-    });
-    socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,6 +1,7 @@
 import pg from "pg";
 import type { BenchContext } from "../harness/context.js";
 import { fmt, type Cell } from "../harness/report.js";
+import { median } from "../harness/stats.js";
 
 /**
  * Issue 10: what the chain costs on writes, "before and after", in one run. The
@@ -131,12 +132,6 @@ function batch(via: Schema["batch"], run: string): Work {
     }));
     await client.query(via === "audit_append" ? "SELECT audit_append($1::jsonb)" : BATCH_BEFORE, [JSON.stringify(rows)]);
   };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** `inFlight` workers, each on its own connection, until `ms` have passed; calls per second. */
