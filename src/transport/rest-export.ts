@@ -156,7 +156,8 @@ export async function writeAuditExport(options: {
   if (signed && options.chainBase) {
     const firstEvent = options.first.done ? undefined : options.first.value.events[0];
     // From the first event read (not the head read before it), so a cut made meanwhile cannot disagree.
-    const baseSequence = firstEvent ? firstEvent.sequence - 1n : (base = await options.chainBase.baseOf(chainId)).sequence;
+    if (!firstEvent) base = await options.chainBase.baseOf(chainId);
+    const baseSequence = firstEvent ? firstEvent.sequence - 1n : base.sequence;
     const cut = baseSequence > 0n ? await options.chainBase.cutAt(chainId, baseSequence) : null;
     if (cut) await write(res, checkpointLine("base", cut), signal);
   }

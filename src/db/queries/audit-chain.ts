@@ -214,6 +214,7 @@ export async function applyRetentionCut(db: Db, cut: Checkpoint): Promise<number
 // ---- A tenant's own retention period (tenants.audit_retention) ----
 
 const retentionRow = z.object({ slug: z.string(), seconds: z.string().nullable() });
+const SELECT_RETENTION = sql.fragment`SELECT slug, extract(epoch FROM audit_retention)::bigint::text AS seconds FROM tenants`;
 
 export type TenantRetention = { readonly slug: string; /** Whole seconds; null: none of its own. */ readonly seconds: number | null };
 
@@ -223,8 +224,7 @@ function toRetention(row: z.infer<typeof retentionRow>): TenantRetention {
 
 /** The tenant's own period, or null when there is no such tenant. */
 export async function findTenantRetention(db: Db, tenantId: string): Promise<TenantRetention | null> {
-  const row = await db.maybeOne(sql.type(retentionRow)`
-    SELECT slug, extract(epoch FROM audit_retention)::bigint::text AS seconds FROM tenants WHERE id = ${tenantId}`);
+  const row = await db.maybeOne(sql.type(retentionRow)`${SELECT_RETENTION} WHERE id = ${tenantId}`);
   return row && toRetention(row);
 }
 
@@ -234,8 +234,7 @@ export async function findTenantRetention(db: Db, tenantId: string): Promise<Ten
  * so each one's audit event names the period it really replaced.
  */
 export async function setTenantRetention(tx: Db, tenantId: string, seconds: number | null): Promise<TenantRetention | null> {
-  const before = await tx.maybeOne(sql.type(retentionRow)`
-    SELECT slug, extract(epoch FROM audit_retention)::bigint::text AS seconds FROM tenants WHERE id = ${tenantId} FOR UPDATE`);
+  const before = await tx.maybeOne(sql.type(retentionRow)`${SELECT_RETENTION} WHERE id = ${tenantId} FOR UPDATE`);
   if (!before) return null;
   await tx.query(sql.unsafe`
     UPDATE tenants SET audit_retention = ${seconds === null ? null : `${seconds} seconds`}::interval WHERE id = ${tenantId}`);
