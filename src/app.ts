@@ -122,6 +122,8 @@ export type App = {
 
 // Probes and Watch streams share one readiness query per second at most.
 const READINESS_TTL_MS = 1_000;
+// The largest request message any protocol accepts (REST has its own, equal limit).
+const READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The composition root: everything the server needs, built from explicit dependencies. */
 export function createApp({
@@ -190,7 +192,7 @@ export function createApp({
     interceptors,
     jsonOptions,
     requestGate: createClientFaultGate(logger),
-    readMaxBytes: 4 * 1024 * 1024,
+    readMaxBytes: READ_MAX_BYTES,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,
   });
@@ -235,6 +237,7 @@ export function createApp({
       readiness,
       logger,
       metrics: metrics.registry,
+      readMaxBytes: READ_MAX_BYTES,
       ...(openDocuments ? { openDocuments } : {}),
     }),
     metrics,

@@ -11,6 +11,7 @@ import { peerAddressKey } from "./context.js";
 import type { Readiness } from "./health.js";
 import { sendJson, type RestHandler } from "./rest.js";
 import type { RequestHandler } from "./server.js";
+import { serveUnary, takesUnaryAdapter } from "./unary-adapter.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
@@ -28,6 +29,8 @@ export function createHttpHandler(options: {
   metrics: Registry;
   /** More open GET documents by path (the dev issuer's discovery and JWKS). */
   openDocuments?: ReadonlyMap<string, unknown>;
+  /** The router's readMaxBytes: a unary body declared within it takes the lean adapter (unary-adapter.ts). */
+  readMaxBytes: number;
 }): RequestHandler {
   const { router, readiness, logger, rest } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -40,6 +43,10 @@ export function createHttpHandler(options: {
     const path = (req.url ?? "/").split("?", 1)[0]!;
     const rpc = rpcs.get(path);
     if (rpc) {
+      if (takesUnaryAdapter(rpc, req, options.readMaxBytes)) {
+        serveUnary(rpc, req, res, contextValuesFor(req), (error) => logger.error({ err: error, path }, "rpc transport failure"));
+        return;
+      }
       const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValuesFor(req));
       rpc(uReq)
         .then((uRes) => universalResponseToNodeResponse(uRes, res))

@@ -38,6 +38,11 @@ export type ObserveOptions = {
  */
 export function createObservingInterceptor({ logger, metrics, tracing }: ObserveOptions): Interceptor {
   const { tracer, propagator } = tracing;
+  // The access line has a fixed shape (names, a code, a duration, ids) and nothing that
+  // could hold a credential, so it skips the path redaction every other line gets: that
+  // redaction was over half the cost of writing the line (~8 of ~13 µs, measured), paid
+  // on every call. Same destination, level, base and trace-id mixin as the logger.
+  const accessLog = logger.child({}, { redact: [] });
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
@@ -90,7 +95,7 @@ export function createObservingInterceptor({ logger, metrics, tracing }: Observe
         }
         span.end();
       }
-      logger.info(
+      accessLog.info(
         { procedure, protocol, code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 100) / 100, requestId, traceId },
         "rpc",
       );

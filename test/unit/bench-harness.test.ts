@@ -3,6 +3,7 @@ import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
 import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../src/db/queries/tenants.js";
 import { loadBenchConfig } from "../bench/harness/config.js";
+import { medianCell } from "../bench/harness/context.js";
 import { Report } from "../bench/harness/report.js";
 import { Latencies } from "../bench/harness/stats.js";
 import { captureStatement } from "../bench/sections/hot-reads.js";
@@ -45,9 +46,17 @@ describe("bench harness pieces (no timings)", () => {
     expect(full.largeRows).toBe(1_000_000);
     expect(quick.largeRows).toBe(10_000);
     expect(quick.cellMs).toBeLessThan(full.cellMs);
+    expect([full.rounds, quick.rounds, loadBenchConfig({ BENCH_ROUNDS: "5" }, 2, true).rounds]).toEqual([3, 1, 5]);
     expect([full.serverCpu, full.generatorCpu]).toEqual([0, 1]);
     expect(loadBenchConfig({}, 1, true).serverCpu).toBeUndefined();
     expect(() => loadBenchConfig({ BENCH_CELL_MS: "soon" }, 2, true)).toThrow(/BENCH_CELL_MS/);
+  });
+
+  it("reports each figure's median over rounds, and sums the errors", () => {
+    const cell = (rps: number, cpu: number | undefined, failed: number) => ({ rps, p50: rps / 100, p99: rps / 10, cpuPerCall: cpu, rssBytes: 1e8, ok: 10, failed });
+    expect(medianCell([cell(300, 90, 0), cell(100, undefined, 1), cell(200, 70, 2)])).toEqual({
+      rps: 200, p50: 2, p99: 20, cpuPerCall: 80, rssBytes: 1e8, ok: 30, failed: 3,
+    });
   });
 
   it("prints tables aligned and says n/a, never a number, for a missing figure", () => {

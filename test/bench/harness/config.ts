@@ -11,6 +11,12 @@ export type BenchConfig = {
   /** Load per measured cell, after `warmupMs` of the same load that is not counted. */
   readonly cellMs: number;
   readonly warmupMs: number;
+  /**
+   * Hot-read cells are measured this many times, every server and baseline once per round
+   * in turn, and reported as medians: these machines drift by ±20 % over minutes, and a
+   * baseline measured once at the start is not the baseline the last row ran against.
+   */
+  readonly rounds: number;
   readonly concurrencies: readonly number[];
   /** Rows for the "cost grows with data" sections: the small and the large data set (BENCH_ROWS sets the large). */
   readonly smallRows: number;
@@ -40,6 +46,7 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     sections: env["BENCH_SECTIONS"] ? env["BENCH_SECTIONS"].split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     cellMs: number("BENCH_CELL_MS", quick ? 1_000 : 3_000),
     warmupMs: number("BENCH_WARMUP_MS", quick ? 300 : 1_000),
+    rounds: Math.round(number("BENCH_ROUNDS", quick ? 1 : 3)),
     concurrencies: quick ? [16] : [1, 16, 64],
     smallRows: Math.min(number("BENCH_ROWS", 10_000), 10_000),
     largeRows: number("BENCH_ROWS", quick ? 10_000 : 1_000_000),

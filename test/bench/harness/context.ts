@@ -3,6 +3,7 @@ import type { LoadResult } from "./load.js";
 import type { BenchPostgres } from "./postgres.js";
 import type { BenchProcess, ProcessRegistry } from "./processes.js";
 import type { Report } from "./report.js";
+import { median } from "./stats.js";
 
 /** What every section gets: the knobs, the report, the database server and the process registry. */
 export type BenchContext = {
@@ -71,6 +72,23 @@ export type CellResult = {
   readonly ok: number;
   readonly failed: number;
 };
+
+/** Each figure's median over rounds of the same cell (every field on its own). */
+export function medianCell(rounds: readonly CellResult[]): CellResult {
+  const of = (pick: (c: CellResult) => number | undefined) => {
+    const values = rounds.map(pick).filter((v): v is number => v !== undefined);
+    return values.length === 0 ? undefined : median(values);
+  };
+  return {
+    rps: of((c) => c.rps)!,
+    p50: of((c) => c.p50)!,
+    p99: of((c) => c.p99)!,
+    cpuPerCall: of((c) => c.cpuPerCall),
+    rssBytes: of((c) => c.rssBytes),
+    ok: rounds.reduce((n, c) => n + c.ok, 0),
+    failed: rounds.reduce((n, c) => n + c.failed, 0),
+  };
+}
 
 /** A warm-up run that is thrown away, then the measured run with the server's CPU read around it. */
 export async function measureCell(server: BenchProcess, load: (durationMs: number) => Promise<LoadResult>, config: BenchConfig): Promise<CellResult> {

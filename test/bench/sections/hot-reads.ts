@@ -14,8 +14,8 @@ import { findApiKeysByPrefix } from "../../../src/db/queries/api-keys.js";
 import { findEntitlementFacts } from "../../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../../src/db/queries/tenants.js";
 import { ACME } from "../../../src/db/seed.js";
-import { measureCell, startApp, type BenchSection, type CellResult } from "../harness/context.js";
-import { grpcLoad, http1Load, type GrpcLoadSpec, type HttpRequestSpec } from "../harness/load.js";
+import { measureCell, medianCell, startApp, type BenchSection, type CellResult } from "../harness/context.js";
+import { grpcLoad, http1Load, type GrpcLoadSpec, type HttpRequestSpec, type LoadResult } from "../harness/load.js";
 import { hasCommand, type BenchProcess } from "../harness/processes.js";
 import { fmt, type Cell } from "../harness/report.js";
 
@@ -157,29 +157,33 @@ export const hotReadsSection: BenchSection = {
     const load = (server: BenchProcess, read: HotRead, protocol: Protocol, concurrency: number) => (ms: number) =>
       protocol === "grpc" ? grpcLoad(server.baseUrl, read.grpc, concurrency, ms, useH2load) : http1Load(server.baseUrl, protocol === "rest" ? read.rest : read.connect, concurrency, ms);
 
+    // Every cell of one read and concurrency, measured round after round in this order
+    // (baselines interleaved with the app), then reported as medians.
+    type Measured = { readonly label: string; readonly server: BenchProcess; readonly load: (ms: number) => Promise<LoadResult>; readonly base?: "connect" | "grpc" };
     for (const concurrency of config.concurrencies) {
-      const a = await measureCell(fixed, (ms) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms), config);
       for (const read of reads) {
-        const b = await measureCell(rawPg, (ms) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms), config);
-        const c = {
-          connect: await measureCell(bare, load(bare, read, "connect", concurrency), config),
-          grpc: await measureCell(bare, load(bare, read, "grpc", concurrency), config),
-        };
-        const rows: Cell[][] = [
-          row("(a) node:http, fixed JSON", a, b, undefined),
-          row("(b) node:http + pg, same SELECT", b, b, undefined),
-          row("(c) bare connect-node, Connect JSON", c.connect, b, c.connect),
-          row("(c) bare connect-node, gRPC", c.grpc, b, c.grpc),
+        const cells: Measured[] = [
+          { label: "(a) node:http, fixed JSON", server: fixed, load: (ms) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms) },
+          { label: "(b) node:http + pg, same SELECT", server: rawPg, load: (ms) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms) },
+          { label: "(c) bare connect-node, Connect JSON", server: bare, load: load(bare, read, "connect", concurrency), base: "connect" },
+          { label: "(c) bare connect-node, gRPC", server: bare, load: load(bare, read, "grpc", concurrency), base: "grpc" },
         ];
         for (const [server, label] of [[cacheOn, "cache on"], [cacheOff, "cache off"]] as const) {
           for (const protocol of PROTOCOLS) {
-            const cell = await measureCell(server, load(server, read, protocol.id, concurrency), config);
-            rows.push(row(`${protocol.label}, ${label}`, cell, b, protocol.id === "grpc" ? c.grpc : c.connect));
+            cells.push({ label: `${protocol.label}, ${label}`, server, load: load(server, read, protocol.id, concurrency), base: protocol.id === "grpc" ? "grpc" : "connect" });
           }
         }
+        const samples = cells.map((): CellResult[] => []);
+        for (let round = 0; round < config.rounds; round++) {
+          for (const [i, cell] of cells.entries()) samples[i]!.push(await measureCell(cell.server, cell.load, config));
+        }
+        const results = samples.map(medianCell);
+        const [, b, cConnect, cGrpc] = results as [CellResult, CellResult, CellResult, CellResult];
+        const rows = cells.map((cell, i) => row(cell.label, results[i]!, b, cell.base === undefined ? undefined : cell.base === "grpc" ? cGrpc : cConnect));
         report.table(`${read.name}, concurrency ${concurrency}`, COLUMNS, rows);
       }
     }
+    if (config.rounds > 1) report.note(`each figure is the median of ${config.rounds} rounds; a round measures every row once, in the order shown`);
     report.note("÷(b), ÷(c): this row's figure over the baseline's in the same run; (c) is the same protocol (REST compares with Connect JSON); req/s higher is better, CPU and RSS lower");
 
     for (const server of [cacheOn, cacheOff, fixed, rawPg, bare]) await server.stop();

@@ -1,0 +1,171 @@
+import http from "node:http";
+import http2 from "node:http2";
+import { gzipSync, gunzipSync } from "node:zlib";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createConnectRouter, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
+import { GetTenantBySlugRequestSchema, TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
+import { createLogger } from "../../src/logger.js";
+import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/client-faults.js";
+import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
+import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
+import { h2Post } from "../support/wire.js";
+
+const logger = createLogger("silent");
+const READ_MAX = 64 * 1024;
+const PATH = `/${TenantRegistryService.typeName}/GetTenantBySlug`;
+
+// What the handler saw of the call's signal, by slug (the "hold" call waits for its abort).
+const aborted = new Map<string, unknown>();
+
+function routes(router: ConnectRouter): void {
+  router.rpc(TenantRegistryService.method.getTenantBySlug, async (req, ctx) => {
+    if (req.slug === "missing") {
+      ctx.responseHeader.set("x-seen", "yes");
+      throw new ConnectError("tenant missing not found", Code.NotFound, { "x-detail": "on the error" });
+    }
+    if (req.slug.startsWith("hold-")) {
+      await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+      aborted.set(req.slug, ctx.signal.reason);
+      throw ConnectError.from(ctx.signal.reason);
+    }
+    ctx.responseHeader.set("x-seen", "yes");
+    ctx.responseTrailer.set("x-after", "done");
+    const big = req.slug === "big";
+    return { tenant: create(TenantSchema, { slug: req.slug, name: big ? "n".repeat(4_000) : "Acme" }) };
+  });
+}
+
+const options = {
+  jsonOptions: { alwaysEmitImplicit: true, textDecoder: strictUtf8Decoder() },
+  requestGate: createClientFaultGate(logger),
+  readMaxBytes: READ_MAX,
+  acceptCompression: [compressionGzip, compressionBrotli],
+};
+
+// The same router behind the lean adapter (as the service's HTTP handler uses it) and behind connect-node's own.
+function leanHandler(): RequestHandler {
+  const router = createConnectRouter(options);
+  routes(router);
+  const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const standard = connectNodeAdapter({ ...options, routes });
+  return (req, res) => {
+    const rpc = rpcs.get((req.url ?? "").split("?", 1)[0]!);
+    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), (e) => logger.error(e));
+    else standard(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+}
+
+let lean: Listening;
+let reference: Listening;
+beforeAll(async () => {
+  lean = await listen(leanHandler(), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
+  const standard = connectNodeAdapter({ ...options, routes });
+  reference = await listen((req, res) => standard(req as http.IncomingMessage, res as http.ServerResponse), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
+});
+afterAll(async () => {
+  await Promise.all([lean.close(100), reference.close(100)]);
+});
+
+type Answer = { status: number; headers: Record<string, string>; body: Buffer };
+
+// Headers that name the call, not the moment or the connection.
+const COMPARED = /^(content-type|content-length|content-encoding|x-seen|x-detail|trailer-.*|connect-.*)$/;
+
+function h1(port: number, headers: Record<string, string>, body: Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method: "POST", path: PATH, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode!, headers: pick(res.headers), body: Buffer.concat(chunks) }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function pick(headers: http.IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (COMPARED.test(k) && v !== undefined) out[k] = String(v);
+  return out;
+}
+
+const json = (value: unknown) => Buffer.from(JSON.stringify(value));
+const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] = [
+  { name: "a JSON answer, with response headers and trailers", headers: { "content-type": "application/json" }, body: json({ slug: "acme" }) },
+  { name: "a JSON answer, charset given", headers: { "content-type": "application/json; charset=utf-8" }, body: json({ slug: "acme" }) },
+  { name: "a binary answer", headers: { "content-type": "application/proto" }, body: Buffer.from(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug: "acme" }))) },
+  { name: "an error with metadata", headers: { "content-type": "application/json" }, body: json({ slug: "missing" }) },
+  { name: "JSON that does not parse", headers: { "content-type": "application/json" }, body: Buffer.from('{"slug":') },
+  { name: "an unknown field", headers: { "content-type": "application/json" }, body: json({ slug: "acme", nope: 1 }) },
+  { name: "bytes that are not UTF-8", headers: { "content-type": "application/json" }, body: Buffer.from([0x7b, 0x22, 0x73, 0x6c, 0x75, 0x67, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d]) },
+  { name: "an undecodable binary body", headers: { "content-type": "application/proto" }, body: Buffer.from([0x0a, 0x7f, 0x01]) },
+  { name: "a gzip request body", headers: { "content-type": "application/json", "content-encoding": "gzip" }, body: gzipSync(json({ slug: "acme" })) },
+  { name: "a gzip header on a body that is not gzip", headers: { "content-type": "application/json", "content-encoding": "gzip" }, body: json({ slug: "acme" }) },
+  { name: "an encoding the server does not know", headers: { "content-type": "application/json", "content-encoding": "zstd" }, body: json({ slug: "acme" }) },
+  { name: "a large answer to a client accepting gzip", headers: { "content-type": "application/json", "accept-encoding": "gzip" }, body: json({ slug: "big" }) },
+  { name: "a deadline that does not parse", headers: { "content-type": "application/json", "connect-timeout-ms": "soon" }, body: json({ slug: "acme" }) },
+  { name: "a deadline already past", headers: { "content-type": "application/json", "connect-timeout-ms": "0" }, body: json({ slug: "acme" }) },
+  { name: "an empty body", headers: { "content-type": "application/json" }, body: Buffer.alloc(0) },
+  { name: "a body over readMaxBytes", headers: { "content-type": "application/json" }, body: json({ slug: "x".repeat(READ_MAX) }) },
+];
+
+describe("the lean unary adapter answers as connect-node's own adapter does", () => {
+  it.each(CASES)("$name", async ({ headers, body }) => {
+    const [mine, theirs] = await Promise.all([h1(lean.port, headers, body), h1(reference.port, headers, body)]);
+    expect(mine.status).toBe(theirs.status);
+    expect(mine.headers).toEqual(theirs.headers);
+    const decode = (a: Answer) => (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.body).toString("latin1");
+    expect(decode(mine)).toBe(decode(theirs));
+  });
+
+  it("answers over h2c as well", async () => {
+    const call = async (port: number) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      try {
+        return await h2Post(session, PATH, { "content-type": "application/json", "content-length": "15" }, json({ slug: "acme" }));
+      } finally {
+        session.close();
+      }
+    };
+    const [mine, theirs] = await Promise.all([call(lean.port), call(reference.port)]);
+    expect(mine.status).toBe(200);
+    expect(pick(mine.headers)).toEqual(pick(theirs.headers));
+    expect(mine.body.toString()).toBe(theirs.body.toString());
+  });
+});
+
+describe("the lean unary adapter", () => {
+  it("takes only Connect unary POSTs with a declared body within the limit", () => {
+    const rpc = createConnectRouter(options);
+    routes(rpc);
+    const handler = rpc.handlers.find((h) => h.requestPath === PATH)!;
+    const req = (method: string, headers: http.IncomingHttpHeaders) => ({ method, headers }) as http.IncomingMessage;
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": "10" }), READ_MAX)).toBe(true);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/proto", "content-length": "10" }), READ_MAX)).toBe(true);
+    expect(takesUnaryAdapter(handler, req("GET", { "content-type": "application/json", "content-length": "0" }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/grpc", "content-length": "10" }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/grpc-web+proto", "content-length": "10" }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/connect+json", "content-length": "10" }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json" }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": String(READ_MAX + 1) }), READ_MAX)).toBe(false);
+    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": "1e3" }), READ_MAX)).toBe(false);
+  });
+
+  it("aborts a call whose client goes away, with Canceled", async () => {
+    const gone = new Promise<void>((resolve) => {
+      const req = http.request({ host: "127.0.0.1", port: lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } });
+      req.on("error", () => resolve());
+      req.end(json({ slug: "hold-1" }));
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 200);
+    });
+    await gone;
+    await expect.poll(() => aborted.get("hold-1"), { timeout: 2_000 }).toBeInstanceOf(ConnectError);
+    expect((aborted.get("hold-1") as ConnectError).code).toBe(Code.Canceled);
+  });
+});
