@@ -1,8 +1,11 @@
+import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
+import { ExportAuditEventsResponseSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
 import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../src/db/queries/tenants.js";
 import { loadBenchConfig } from "../bench/harness/config.js";
+import { countEvents } from "../bench/clients/export-readers.js";
 import { medianCell } from "../bench/harness/context.js";
 import { Report } from "../bench/harness/report.js";
 import { Latencies } from "../bench/harness/stats.js";
@@ -57,6 +60,14 @@ describe("bench harness pieces (no timings)", () => {
     expect(medianCell([cell(300, 90, 0), cell(100, undefined, 1), cell(200, 70, 2)])).toEqual({
       rps: 200, p50: 2, p99: 20, cpuPerCall: 80, rssBytes: 1e8, ok: 30, failed: 3,
     });
+  });
+
+  it("counts an export message's events without decoding them", () => {
+    const message = create(ExportAuditEventsResponseSchema, {
+      events: [{ id: "a", fields: { n: 1 } }, { id: "b", action: "x".repeat(300) }, {}],
+    });
+    expect(countEvents(Buffer.from(toBinary(ExportAuditEventsResponseSchema, message)))).toBe(3);
+    expect(countEvents(Buffer.alloc(0))).toBe(0);
   });
 
   it("prints tables aligned and says n/a, never a number, for a missing figure", () => {

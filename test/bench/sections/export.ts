@@ -3,6 +3,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { to as copyTo } from "pg-copy-streams";
 import { TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { ACME } from "../../../src/db/seed.js";
+import { connectFramesRead, grpcFramesRead } from "../clients/export-readers.js";
 import { startApp, type BenchSection } from "../harness/context.js";
 import { auditDatabase, withClient } from "../harness/datasets.js";
 import { fmt, type Cell } from "../harness/report.js";
@@ -45,6 +46,10 @@ export const exportSection: BenchSection = {
       // connect-node's default is the binary format; JSON is asked for separately.
       ["Connect binary (HTTP/1.1)", viaRpc((baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1" }))],
       ["Connect JSON (HTTP/1.1)", viaRpc((baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }))],
+      // Read as COPY's reader reads COPY: messages framed and their events counted, not decoded.
+      ["gRPC, 4 MiB windows, frames counted", (baseUrl, signal) => grpcFramesRead(baseUrl, ACME.id, signal)],
+      ["Connect binary, frames counted", (baseUrl, signal) => connectFramesRead(baseUrl, ACME.id, true, signal)],
+      ["Connect JSON, JSON.parse per message", (baseUrl, signal) => connectFramesRead(baseUrl, ACME.id, false, signal)],
       [
         "REST ndjson (GET …/audit/events:export)",
         async (baseUrl, signal) => {
