@@ -4,7 +4,7 @@ import { findTenantRecord, type Db } from "../db/queries/tenants.js";
 import type { EntitlementFacts, TenantRecord } from "../domain/entitlement.js";
 import type { IdpConfig } from "../domain/idp.js";
 import { PRODUCT_CODES, type ProductCode, type Tenant } from "../domain/tenant.js";
-import { cacheKey } from "./change-notice.js";
+import { cacheKey, type CacheKey } from "./change-notice.js";
 import type { CacheNote, Loaded, Put, ReadCache } from "./read-cache.js";
 
 /**
@@ -15,11 +15,14 @@ import type { CacheNote, Loaded, Put, ReadCache } from "./read-cache.js";
  */
 export class CachedTenant {
   readonly id: string;
+  /** What an answer embedding this tenant depends on: made once, shared by all of them. */
+  readonly dependency: readonly CacheKey[];
   private readonly entitlements = new Map<ProductCode, NonNullable<EntitlementFacts>>();
   private memo: { tenant: Tenant; from: number; until: number } | undefined;
 
   constructor(readonly record: TenantRecord) {
     this.id = record.id;
+    this.dependency = Object.freeze([cacheKey.tenant(record.id)]);
     for (const product of PRODUCT_CODES) {
       const grant = record.grants.find((g) => g.product === product);
       this.entitlements.set(product, {
@@ -60,11 +63,12 @@ export class CachedTenant {
 }
 
 /**
- * A cached verification row. `lastNotedAt` is this replica's note of the key's
- * last use, kept with the row so a cached key is not noted again on every call
- * (the last_used_at the row was read with goes stale by design).
+ * A cached verification row. `lastNotedAtMs` is this replica's note of the key's
+ * last use (epoch ms: a number costs a cached key nothing, a Date ~100 B), kept
+ * with the row so a cached key is not noted again on every call (the
+ * last_used_at the row was read with goes stale by design).
  */
-export type CachedApiKey = ApiKeyForVerification & { lastNotedAt: Date | null };
+export type CachedApiKey = ApiKeyForVerification & { lastNotedAtMs: number | null };
 
 /** A verification row with its tenant, as one cache entry (dropped with the tenant's). */
 export type KeyWithTenant = { readonly key: CachedApiKey; readonly tenant: CachedTenant };
@@ -109,9 +113,11 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
     if (rows.length === 0) return { value: NO_KEYS, tenantId: undefined };
     const keys = rows.map(({ key, tenant }): KeyWithTenant => {
       const cached = put(cacheKey.tenant(tenant.id), { value: new CachedTenant(tenant), tenantId: tenant.id })!;
-      return { key: { ...key, lastNotedAt: null }, tenant: cached };
+      return { key: { ...key, lastNotedAtMs: null }, tenant: cached };
     });
-    return { value: keys, tenantId: keys[0]!.tenant.id, dependsOn: keys.map((k) => cacheKey.tenant(k.tenant.id)) };
+    // One key entry per cached API key: the usual single-tenant answer shares its tenant's dependency list.
+    const dependsOn = keys.length === 1 ? keys[0]!.tenant.dependency : keys.map((k) => k.tenant.dependency[0]!);
+    return { value: keys, tenantId: keys[0]!.tenant.id, dependsOn };
   };
   const loadIdpRoute = async (domain: string): Promise<Loaded<IdpRoute>> => {
     const config = await findEnabledIdpConfigByDomain(db, domain);

@@ -47,10 +47,11 @@ export function hashApiKeyToken(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
 }
 
-/** Constant-time comparison of the token's hash with a stored one. */
-export function tokenMatchesHash(token: string, storedHash: Buffer): boolean {
+/** Constant-time comparison of the token's hash with a stored one (base64, as verification rows carry it). */
+export function tokenMatchesHash(token: string, storedHash: string): boolean {
   const hash = hashApiKeyToken(token);
-  return storedHash.length === hash.length && timingSafeEqual(hash, storedHash);
+  const stored = Buffer.from(storedHash, "base64");
+  return stored.length === hash.length && timingSafeEqual(hash, stored);
 }
 
 /** Unbiased: bytes >= 252 (7 * 36) are rejected rather than folded onto the low digits. */

@@ -43,9 +43,11 @@ export function createApiKeyVerifier(
     const { key } = match.entry;
     const tenant = match.entry.tenant.at(now);
     // The cached row's last_used_at is as it was read: note a use at most once a resolution period.
-    const seen = key.lastNotedAt ?? key.lastUsedAt;
-    usage.touch(key.id, seen, now);
-    if (seen === null || now.getTime() - seen.getTime() >= USAGE_RESOLUTION_MS) key.lastNotedAt = now;
+    const seen = key.lastNotedAtMs ?? key.lastUsedAt?.getTime() ?? null;
+    if (seen === null || now.getTime() - seen >= USAGE_RESOLUTION_MS) {
+      usage.touch(key.id, null, now);
+      key.lastNotedAtMs = now.getTime();
+    }
     const code = verificationCode(
       {
         revokedAt: key.revokedAt,

@@ -6,7 +6,7 @@ import { DEFAULT_CACHE_SETTINGS } from "../../src/config.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { createLogger } from "../../src/logger.js";
 import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
-import { generateApiKeyToken } from "../../src/domain/api-key.js";
+import { generateApiKeyToken, tokenMatchesHash } from "../../src/domain/api-key.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
 
@@ -22,7 +22,7 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 describe("verification rows as the cache keeps them", () => {
-  it("a key's current and previous hashes own their bytes, not a slice of Node's shared buffer pool", async () => {
+  it("a key's current and previous hashes are kept as base64 strings, not buffers (a slice of Node's pool pins its slab)", async () => {
     const client = await db.client();
     const tenant = await insertTenant(client);
     const current = generateApiKeyToken();
@@ -33,11 +33,41 @@ describe("verification rows as the cache keeps them", () => {
       [tenant.id, current.prefix, current.hash, previous.prefix, previous.hash],
     );
     const [row] = await findApiKeysByPrefix(pool, current.prefix);
-    const hashes = [row!.key.secretHash, row!.key.previousSecretHash!];
-    expect(hashes.map((h) => h.length)).toEqual([current.hash.length, previous.hash.length]);
-    // A pooled slice would report the 8 KB slab it pins as its buffer.
-    expect(hashes.map((h) => h.buffer.byteLength)).toEqual([current.hash.length, previous.hash.length]);
-    expect(hashes[0]!.equals(current.hash)).toBe(true);
+    expect([row!.key.secretHash, row!.key.previousSecretHash]).toEqual([current.hash.toString("base64"), previous.hash.toString("base64")]);
+    expect(tokenMatchesHash(current.token, row!.key.secretHash)).toBe(true);
+    expect(tokenMatchesHash(previous.token, row!.key.previousSecretHash!)).toBe(true);
+    expect(tokenMatchesHash(previous.token, row!.key.secretHash)).toBe(false);
+  });
+
+  it("the keys of one tenant share its dependency list, and keys without scopes one empty list", async () => {
+    const client = await db.client();
+    const tenant = await insertTenant(client);
+    const tokens = [generateApiKeyToken(), generateApiKeyToken()];
+    for (const t of tokens) {
+      await client.query(`INSERT INTO api_keys (tenant_id, name, prefix, secret_hash) VALUES ($1, 'deps', $2, $3)`, [tenant.id, t.prefix, t.hash]);
+    }
+    const logger = createLogger("silent");
+    const listener = createChangeListener({ connectionUri: db.url, logger });
+    try {
+      await listener.whenConnected(10_000);
+      const seen: unknown[] = [];
+      const cache = createReadCache(DEFAULT_CACHE_SETTINGS, listener, logger);
+      const watching: typeof cache = {
+        ...cache,
+        read: (key, load, arg, note) => cache.read(key, async (a, put) => {
+          const loaded = await load(a, put);
+          if (key.startsWith("k:")) seen.push(loaded.dependsOn);
+          return loaded;
+        }, arg, note),
+      };
+      const hot = createHotReads(pool, watching);
+      const [a, b] = [(await hot.apiKeysByPrefix(tokens[0]!.prefix))[0]!, (await hot.apiKeysByPrefix(tokens[1]!.prefix))[0]!];
+      expect(seen).toHaveLength(2);
+      expect(seen[0]).toBe(seen[1]);
+      expect(a.key.scopes).toBe(b.key.scopes);
+    } finally {
+      await listener.close();
+    }
   });
 });
 
