@@ -5,6 +5,7 @@
  * send when the reader is not the bottleneck (the bench's reader shares its core with
  * PostgreSQL). A stream that ends in an error status throws.
  */
+import http from "node:http";
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ExportAuditEventsRequestSchema, TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -89,22 +90,48 @@ export function grpcFramesRead(baseUrl: string, tenantId: string, signal: AbortS
   });
 }
 
-/** Connect streaming over HTTP/1.1; binary messages are counted as above, JSON ones parsed with JSON.parse. */
-export async function connectFramesRead(baseUrl: string, tenantId: string, binary: boolean, signal: AbortSignal): Promise<number> {
-  const body = requestEnvelope(tenantId, binary);
-  const res = await fetch(`${baseUrl}${PATH}`, {
-    method: "POST",
-    headers: { "content-type": binary ? "application/connect+proto" : "application/connect+json", "connect-protocol-version": "1" },
-    body,
-    signal,
+/** Connect streaming over HTTP/1.1 (node:http); binary messages are counted as above, JSON ones parsed with JSON.parse. */
+export function connectFramesRead(baseUrl: string, tenantId: string, binary: boolean, signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let events = 0;
+    let end: string | undefined;
+    const frames = new Envelopes((flags, message) => {
+      if (flags & 0x02) end = message.toString();
+      else events += binary ? countEvents(message) : (JSON.parse(message.toString()) as { events: unknown[] }).events.length;
+    });
+    const req = http.request(
+      `${baseUrl}${PATH}`,
+      {
+        method: "POST",
+        headers: { "content-type": binary ? "application/connect+proto" : "application/connect+json", "connect-protocol-version": "1" },
+        signal,
+      },
+      (res) => {
+        res.on("data", (chunk: Buffer) => frames.push(chunk));
+        res.on("error", reject);
+        res.on("end", () => {
+          if (res.statusCode !== 200 || end === undefined || "error" in (JSON.parse(end) as object)) reject(new Error(`export reader: status ${res.statusCode}, end of stream ${end}`));
+          else resolve(events);
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(requestEnvelope(tenantId, binary));
   });
-  let events = 0;
-  let end: string | undefined;
-  const frames = new Envelopes((flags, message) => {
-    if (flags & 0x02) end = message.toString();
-    else events += binary ? countEvents(message) : (JSON.parse(message.toString()) as { events: unknown[] }).events.length;
+}
+
+/** The REST export as `curl > file` reads it: bytes, its lines counted (the checkpoint line is not an event). */
+export function restLinesRead(url: string, signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { signal }, (res) => {
+        let lines = 0;
+        res.on("data", (chunk: Buffer) => {
+          for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
+        });
+        res.on("error", reject);
+        res.on("end", () => (res.statusCode === 200 ? resolve(lines - 1) : reject(new Error(`export reader: status ${res.statusCode}`))));
+      })
+      .on("error", reject);
   });
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) frames.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-  if (res.status !== 200 || end === undefined || "error" in (JSON.parse(end) as object)) throw new Error(`export reader: status ${res.status}, end of stream ${end}`);
-  return events;
 }

@@ -3,7 +3,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { to as copyTo } from "pg-copy-streams";
 import { TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { ACME } from "../../../src/db/seed.js";
-import { connectFramesRead, grpcFramesRead } from "../clients/export-readers.js";
+import { connectFramesRead, grpcFramesRead, restLinesRead } from "../clients/export-readers.js";
 import { startApp, type BenchSection } from "../harness/context.js";
 import { auditDatabase, withClient } from "../harness/datasets.js";
 import { fmt, type Cell } from "../harness/report.js";
@@ -50,17 +50,7 @@ export const exportSection: BenchSection = {
       ["gRPC, 4 MiB windows, frames counted", (baseUrl, signal) => grpcFramesRead(baseUrl, ACME.id, signal)],
       ["Connect binary, frames counted", (baseUrl, signal) => connectFramesRead(baseUrl, ACME.id, true, signal)],
       ["Connect JSON, JSON.parse per message", (baseUrl, signal) => connectFramesRead(baseUrl, ACME.id, false, signal)],
-      [
-        "REST ndjson (GET …/audit/events:export)",
-        async (baseUrl, signal) => {
-          const res = await fetch(`${baseUrl}/v1/tenants/${ACME.id}/audit/events:export`, { signal });
-          let lines = 0;
-          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
-          }
-          return lines - 1;
-        },
-      ],
+      ["REST ndjson (GET …/audit/events:export)", (baseUrl, signal) => restLinesRead(`${baseUrl}/v1/tenants/${ACME.id}/audit/events:export`, signal)],
     ];
     for (const [label, read] of readers) {
       // A fresh server per protocol: the RSS growth is that of a first export.
