@@ -29,7 +29,7 @@ export function createHttpHandler(options: {
   metrics: Registry;
   /** More open GET documents by path (the dev issuer's discovery and JWKS). */
   openDocuments?: ReadonlyMap<string, unknown>;
-  /** The router's readMaxBytes: a unary body declared within it takes the lean adapter (unary-adapter.ts). */
+  /** The router's readMaxBytes: unary calls within it take the lean adapter (unary-adapter.ts). */
   readMaxBytes: number;
 }): RequestHandler {
   const { router, readiness, logger, rest } = options;
@@ -44,7 +44,7 @@ export function createHttpHandler(options: {
     const rpc = rpcs.get(path);
     if (rpc) {
       if (takesUnaryAdapter(rpc, req, options.readMaxBytes)) {
-        serveUnary(rpc, req, res, contextValuesFor(req), (error) => logger.error({ err: error, path }, "rpc transport failure"));
+        serveUnary(rpc, req, res, contextValuesFor(req), options.readMaxBytes, (error) => logger.error({ err: error, path }, "rpc transport failure"));
         return;
       }
       const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValuesFor(req));

@@ -1,14 +1,16 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
-// Connect's unary content types (application/json, application/proto, with parameters such
-// as charset); its streaming ones are application/connect+…, gRPC's application/grpc….
-const CONNECT_UNARY = /^application\/(json|proto)(;|$)/i;
+// Unary calls of every protocol the router speaks: Connect (application/json, application/proto,
+// with parameters such as charset), gRPC (application/grpc, +proto, +json) and gRPC-Web.
+// Connect's streaming types are application/connect+…, which this does not match.
+const UNARY_CONTENT_TYPE = /^application\/(json|proto|grpc|grpc-web)([+;]|$)/i;
 
 const DECIMAL = /^\d{1,12}$/;
 
@@ -16,45 +18,50 @@ const DECIMAL = /^\d{1,12}$/;
 const CLIENT_GONE = new ConnectError("the client closed the connection", Code.Canceled);
 
 /**
- * Whether a call can take the lean adapter below: a Connect unary POST whose body is
- * declared (content-length) and within the router's limit. Everything else (GET, gRPC,
- * gRPC-Web, streams, a chunked or oversized body) goes through connect-node's adapter.
+ * Whether a call can take the lean adapter below: a unary POST, Connect, gRPC or gRPC-Web,
+ * whose body is not declared larger than the router's limit. GET, streams and bodies
+ * declared too large go through connect-node's adapter.
  */
 export function takesUnaryAdapter(handler: UniversalHandler, req: NodeRequest, readMaxBytes: number): boolean {
   if (req.method !== "POST" || handler.method.methodKind !== "unary") return false;
   const contentType = req.headers["content-type"];
-  if (contentType === undefined || !CONNECT_UNARY.test(contentType)) return false;
+  if (contentType === undefined || !UNARY_CONTENT_TYPE.test(contentType)) return false;
   const length = req.headers["content-length"];
-  return length !== undefined && DECIMAL.test(length) && Number(length) <= readMaxBytes;
+  // connect-es and gRPC clients send no content-length (chunked, or h2 without one).
+  return length === undefined || (DECIMAL.test(length) && Number(length) <= readMaxBytes);
 }
 
 /**
- * A lean Node adapter for Connect unary calls, in front of connect's own handler.
+ * A lean Node adapter for unary calls, in front of connect's own handler.
  *
  * The protocol stays connect-es's: content types, compression, timeouts, the request
- * gate, interceptors, error bodies and trailers are all the router's handler. What this
+ * gate, interceptors, error bodies, trailers are all the router's handler. What this
  * replaces is the generic glue around it (connect-node's universalRequestFromNodeRequest
  * and universalResponseToNodeResponse), which streams the body through async iterators,
  * builds a URL, and aborts every finished call with a fresh DOMException. A CPU profile of
  * a bare connect-node server answering a constant put that glue at ~40 % of its CPU per
- * unary call; a body that is declared, bounded and read whole before the call needs none
- * of it, and the response is one buffer.
+ * unary call; a body read whole before the call needs none of it, and the answer is one
+ * buffer (and, on gRPC, its trailers).
+ *
+ * A body that grows past `readMaxBytes` is handed on as it is, what was read followed by
+ * the rest of the stream, to connect's handler and connect-node's writer, which refuse
+ * it as they always do (and deal with the part of the body left unread).
  */
 export function serveUnary(
   handler: UniversalHandler,
   req: NodeRequest,
   res: NodeResponse,
   contextValues: ContextValues,
+  readMaxBytes: number,
   onFailure: (error: unknown) => void,
 ): void {
   const chunks: Buffer[] = [];
-  req.on("data", (chunk: Buffer) => chunks.push(chunk));
-  // A client that goes away before the whole body arrived never starts a call.
-  req.once("end", () => {
-    const abort = new AbortController();
-    const onClose = () => {
-      if (!res.writableEnded) abort.abort(CLIENT_GONE);
-    };
+  let size = 0;
+  const abort = new AbortController();
+  const onClose = () => {
+    if (!res.writableEnded) abort.abort(CLIENT_GONE);
+  };
+  const call = (body: AsyncIterable<Uint8Array>, write: (uRes: UniversalServerResponse, res: NodeResponse) => Promise<void>) => {
     res.once("close", onClose);
     const authority = "authority" in req ? req.authority : req.headers.host;
     const uReq: UniversalServerRequest = {
@@ -62,13 +69,12 @@ export function serveUnary(
       method: "POST",
       url: `http://${authority ?? "localhost"}${req.url}`,
       header: webHeaders(req.headers),
-      // Read whole already; connect still checks it against readMaxBytes and content-length.
-      body: createAsyncIterable([chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)]),
+      body,
       signal: abort.signal,
       contextValues,
     };
     handler(uReq)
-      .then((uRes) => writeResponse(uRes, res))
+      .then((uRes) => write(uRes, res))
       .catch((error: unknown) => {
         onFailure(error);
         if (!res.headersSent) {
@@ -77,7 +83,25 @@ export function serveUnary(
         } else res.destroy();
       })
       .finally(() => res.off("close", onClose));
-  });
+  };
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size <= readMaxBytes) return;
+    req.off("data", onData);
+    req.off("end", onEnd);
+    req.pause();
+    call(rest(chunks, req), universalResponseToNodeResponse);
+  };
+  // A client that goes away before the whole body arrived never starts a call.
+  const onEnd = () => call(createAsyncIterable([chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)]), writeResponse);
+  req.on("data", onData);
+  req.once("end", onEnd);
+}
+
+async function* rest(read: readonly Buffer[], req: NodeRequest): AsyncIterable<Uint8Array> {
+  yield* read;
+  for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
 }
 
 async function writeResponse(uRes: UniversalServerResponse, res: NodeResponse): Promise<void> {
@@ -85,10 +109,16 @@ async function writeResponse(uRes: UniversalServerResponse, res: NodeResponse): 
   if (uRes.body !== undefined) for await (const chunk of uRes.body as AsyncIterable<Uint8Array>) parts.push(chunk);
   const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   res.statusCode = uRes.status;
-  // A unary Connect answer carries its trailers as headers (trailer-…): there are no HTTP trailers.
   uRes.header?.forEach((value, name) => {
     res.setHeader(name, value);
   });
+  // gRPC's status travels in HTTP trailers (read after the body, which sets them); Connect
+  // and gRPC-Web carry theirs in headers or in the body.
+  if (uRes.trailer) {
+    const trailers: Record<string, string> = {};
+    uRes.trailer.forEach((value, name) => (trailers[name] = value));
+    res.addTrailers(trailers);
+  }
   res.end(body);
 }
 

@@ -11,7 +11,7 @@ import { createLogger } from "../../src/logger.js";
 import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/client-faults.js";
 import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
 import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
-import { h2Post } from "../support/wire.js";
+import { envelope, h2Post } from "../support/wire.js";
 
 const logger = createLogger("silent");
 const READ_MAX = 64 * 1024;
@@ -53,7 +53,7 @@ function leanHandler(): RequestHandler {
   const standard = connectNodeAdapter({ ...options, routes });
   return (req, res) => {
     const rpc = rpcs.get((req.url ?? "").split("?", 1)[0]!);
-    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), (e) => logger.error(e));
+    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), READ_MAX, (e) => logger.error(e));
     else standard(req as http.IncomingMessage, res as http.ServerResponse);
   };
 }
@@ -74,7 +74,8 @@ type Answer = { status: number; headers: Record<string, string>; body: Buffer };
 // Headers that name the call, not the moment or the connection.
 const COMPARED = /^(content-type|content-length|content-encoding|x-seen|x-detail|trailer-.*|connect-.*)$/;
 
-function h1(port: number, headers: Record<string, string>, body: Buffer): Promise<Answer> {
+// chunked: the body in two writes without a content-length, as connect-es's own client sends it.
+function h1(port: number, headers: Record<string, string>, body: Buffer, chunked = false): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, method: "POST", path: PATH, headers }, (res) => {
       const chunks: Buffer[] = [];
@@ -82,8 +83,15 @@ function h1(port: number, headers: Record<string, string>, body: Buffer): Promis
       res.on("end", () => resolve({ status: res.statusCode!, headers: pick(res.headers), body: Buffer.concat(chunks) }));
     });
     req.on("error", reject);
-    req.end(body);
+    if (!chunked) return void req.end(body);
+    req.write(body.subarray(0, body.length >> 1));
+    setTimeout(() => req.end(body.subarray(body.length >> 1)), 5);
   });
+}
+
+const GRPC_COMPARED = /^(content-type|grpc-.*|x-seen|x-detail|x-after)$/;
+function pickGrpc(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => GRPC_COMPARED.test(k)));
 }
 
 function pick(headers: http.IncomingHttpHeaders): Record<string, string> {
@@ -113,12 +121,45 @@ const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] =
 ];
 
 describe("the lean unary adapter answers as connect-node's own adapter does", () => {
+  const decode = (a: Answer) => (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.body).toString("latin1");
   it.each(CASES)("$name", async ({ headers, body }) => {
     const [mine, theirs] = await Promise.all([h1(lean.port, headers, body), h1(reference.port, headers, body)]);
     expect(mine.status).toBe(theirs.status);
     expect(mine.headers).toEqual(theirs.headers);
-    const decode = (a: Answer) => (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.body).toString("latin1");
     expect(decode(mine)).toBe(decode(theirs));
+  });
+
+  it.each(CASES.filter((c) => c.body.length > 1))("$name, the body chunked without a content-length", async ({ headers, body }) => {
+    const [mine, theirs] = await Promise.all([h1(lean.port, headers, body, true), h1(reference.port, headers, body, true)]);
+    expect(mine.status).toBe(theirs.status);
+    expect(mine.headers).toEqual(theirs.headers);
+    expect(decode(mine)).toBe(decode(theirs));
+  });
+
+  const grpcBody = (slug: string) => envelope(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug })));
+  const GRPC: { name: string; headers: Record<string, string>; body: Buffer }[] = [
+    { name: "an answer", headers: {}, body: grpcBody("acme") },
+    { name: "an error with metadata", headers: {}, body: grpcBody("missing") },
+    { name: "a truncated envelope", headers: {}, body: grpcBody("acme").subarray(0, 7) },
+    { name: "an undecodable message", headers: {}, body: envelope(Buffer.from([0x0a, 0x7f, 0x01])) },
+    { name: "a compressed message", headers: { "grpc-encoding": "gzip" }, body: envelope(gzipSync(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug: "acme" }))), 1) },
+    { name: "a deadline that does not parse", headers: { "grpc-timeout": "soon" }, body: grpcBody("acme") },
+    { name: "a message over readMaxBytes", headers: {}, body: grpcBody("x".repeat(READ_MAX)) },
+  ];
+  it.each(GRPC)("gRPC over h2c: $name", async ({ headers, body }) => {
+    const call = async (port: number) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      try {
+        return await h2Post(session, PATH, { "content-type": "application/grpc", te: "trailers", ...headers }, body);
+      } finally {
+        session.close();
+      }
+    };
+    const [mine, theirs] = await Promise.all([call(lean.port), call(reference.port)]);
+    expect(mine.status).toBe(theirs.status);
+    expect(pickGrpc(mine.headers)).toEqual(pickGrpc(theirs.headers));
+    expect(pickGrpc(mine.trailers)).toEqual(pickGrpc(theirs.trailers));
+    expect(mine.body.toString("latin1")).toBe(theirs.body.toString("latin1"));
   });
 
   it("answers over h2c as well", async () => {
@@ -138,20 +179,49 @@ describe("the lean unary adapter answers as connect-node's own adapter does", ()
 });
 
 describe("the lean unary adapter", () => {
-  it("takes only Connect unary POSTs with a declared body within the limit", () => {
+  it("takes unary POSTs of every protocol unless their body is declared too large", () => {
     const rpc = createConnectRouter(options);
     routes(rpc);
     const handler = rpc.handlers.find((h) => h.requestPath === PATH)!;
     const req = (method: string, headers: http.IncomingHttpHeaders) => ({ method, headers }) as http.IncomingMessage;
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": "10" }), READ_MAX)).toBe(true);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/proto", "content-length": "10" }), READ_MAX)).toBe(true);
-    expect(takesUnaryAdapter(handler, req("GET", { "content-type": "application/json", "content-length": "0" }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/grpc", "content-length": "10" }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/grpc-web+proto", "content-length": "10" }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/connect+json", "content-length": "10" }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json" }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": String(READ_MAX + 1) }), READ_MAX)).toBe(false);
-    expect(takesUnaryAdapter(handler, req("POST", { "content-type": "application/json", "content-length": "1e3" }), READ_MAX)).toBe(false);
+    const takes = (method: string, headers: http.IncomingHttpHeaders) => takesUnaryAdapter(handler, req(method, headers), READ_MAX);
+    for (const type of ["application/json", "application/json; charset=utf-8", "application/proto", "application/grpc", "application/grpc+proto", "application/grpc-web+proto"]) {
+      expect(takes("POST", { "content-type": type, "content-length": "10" }), type).toBe(true);
+      expect(takes("POST", { "content-type": type }), `${type}, no content-length`).toBe(true);
+    }
+    expect(takes("GET", { "content-type": "application/json", "content-length": "0" })).toBe(false);
+    expect(takes("POST", { "content-type": "application/connect+json", "content-length": "10" })).toBe(false);
+    expect(takes("POST", { "content-type": "text/plain", "content-length": "10" })).toBe(false);
+    expect(takes("POST", {})).toBe(false);
+    expect(takes("POST", { "content-type": "application/json", "content-length": String(READ_MAX + 1) })).toBe(false);
+    expect(takes("POST", { "content-type": "application/json", "content-length": "1e3" })).toBe(false);
+  });
+
+  it("refuses a body that grows past the limit without waiting for (or keeping) the rest of it", async () => {
+    const answer = await new Promise<{ status: number; sentBytes: number }>((resolve, reject) => {
+      let sent = 0;
+      let answered: number | undefined;
+      const req = http.request({ host: "127.0.0.1", port: lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } }, (res) => {
+        answered = res.statusCode!;
+        res.resume();
+        resolve({ status: answered, sentBytes: sent });
+        req.destroy();
+      });
+      req.on("error", () => answered ?? reject(new Error("no answer")));
+      const chunk = Buffer.alloc(16 * 1024, 0x20);
+      const pump = () => {
+        // Bounded: 64 MiB at most, far past the 64 KiB limit.
+        while (answered === undefined && sent < 64 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return void req.once("drain", pump);
+        }
+        if (answered === undefined) req.end();
+      };
+      req.write('{"slug":"');
+      pump();
+    });
+    expect(answer.status).toBe(429); // resource_exhausted, as connect-es answers a message over readMaxBytes
+    expect(answer.sentBytes).toBeLessThan(16 * 1024 * 1024);
   });
 
   it("aborts a call whose client goes away, with Canceled", async () => {
