@@ -64,10 +64,11 @@ export function serveUnary(
   const call = (body: AsyncIterable<Uint8Array>, write: (uRes: UniversalServerResponse, res: NodeResponse) => Promise<void>) => {
     res.once("close", onClose);
     const authority = "authority" in req ? req.authority : req.headers.host;
+    const scheme = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
     const uReq: UniversalServerRequest = {
       httpVersion: req.httpVersion,
       method: "POST",
-      url: `http://${authority ?? "localhost"}${req.url}`,
+      url: `${scheme}://${authority ?? "localhost"}${req.url}`,
       header: webHeaders(req.headers),
       body,
       signal: abort.signal,

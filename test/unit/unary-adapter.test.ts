@@ -2,15 +2,17 @@ import http from "node:http";
 import http2 from "node:http2";
 import { gzipSync, gunzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter, createContextValues, type ConnectRouter } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, createConnectRouter, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { GetTenantBySlugRequestSchema, TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createLogger } from "../../src/logger.js";
 import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/client-faults.js";
 import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
+import { createTlsTermination } from "../../src/transport/tls.js";
 import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
+import { createTestPki } from "../support/certificates.js";
 import { envelope, h2Post } from "../support/wire.js";
 
 const logger = createLogger("silent");
@@ -33,6 +35,7 @@ function routes(router: ConnectRouter): void {
     }
     ctx.responseHeader.set("x-seen", "yes");
     ctx.responseTrailer.set("x-after", "done");
+    if (req.slug === "scheme") return { tenant: create(TenantSchema, { slug: req.slug, name: new URL(ctx.url).protocol }) };
     const big = req.slug === "big";
     return { tenant: create(TenantSchema, { slug: req.slug, name: big ? "n".repeat(4_000) : "Acme" }) };
   });
@@ -222,6 +225,23 @@ describe("the lean unary adapter", () => {
     });
     expect(answer.status).toBe(429); // resource_exhausted, as connect-es answers a message over readMaxBytes
     expect(answer.sentBytes).toBeLessThan(16 * 1024 * 1024);
+  });
+
+  it("tells the handler the scheme the call came in on (https behind TLS)", async () => {
+    const pki = await createTestPki();
+    const termination = await createTlsTermination({ certFile: pki.files.serverCert, keyFile: pki.files.serverKey, clientCaFile: undefined }, 5_000);
+    const server = await listen(leanHandler(), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS, termination);
+    try {
+      for (const httpVersion of ["1.1", "2"] as const) {
+        const client = createClient(TenantRegistryService, createConnectTransport({ baseUrl: `https://127.0.0.1:${server.port}`, httpVersion, nodeOptions: { ca: pki.ca } }));
+        expect((await client.getTenantBySlug({ slug: "scheme" })).tenant?.name, httpVersion).toBe("https:");
+      }
+      const plain = createClient(TenantRegistryService, createConnectTransport({ baseUrl: `http://127.0.0.1:${lean.port}`, httpVersion: "1.1" }));
+      expect((await plain.getTenantBySlug({ slug: "scheme" })).tenant?.name).toBe("http:");
+    } finally {
+      await server.close(100);
+      await pki.remove();
+    }
   });
 
   it("aborts a call whose client goes away, with Canceled", async () => {
