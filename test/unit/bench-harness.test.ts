@@ -53,6 +53,10 @@ describe("bench harness pieces (no timings)", () => {
     expect([full.serverCpu, full.generatorCpu]).toEqual([0, 1]);
     expect(loadBenchConfig({}, 1, true).serverCpu).toBeUndefined();
     expect(() => loadBenchConfig({ BENCH_CELL_MS: "soon" }, 2, true)).toThrow(/BENCH_CELL_MS/);
+    // Quick cells have no warm-up of their own (the hot-read servers are warmed once); a cell cannot be empty.
+    expect([full.warmupMs, quick.warmupMs, loadBenchConfig({ BENCH_WARMUP_MS: "0" }, 2, true).warmupMs]).toEqual([1_000, 0, 0]);
+    expect(() => loadBenchConfig({ BENCH_CELL_MS: "0" }, 2, true)).toThrow(/BENCH_CELL_MS: expected a positive number/);
+    expect(() => loadBenchConfig({ BENCH_WARMUP_MS: "-1" }, 2, true)).toThrow(/BENCH_WARMUP_MS: expected a non-negative number/);
   });
 
   it("reports each figure's median over rounds, and sums the errors", () => {

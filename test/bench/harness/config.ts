@@ -8,7 +8,11 @@ export type BenchConfig = {
   readonly databaseUrl: string | undefined;
   /** Only these sections (BENCH_SECTIONS=hot-reads,cold-start), in registry order. */
   readonly sections: readonly string[] | undefined;
-  /** Load per measured cell, after `warmupMs` of the same load that is not counted. */
+  /**
+   * Load per measured cell, after `warmupMs` of the same load that is not counted (0: none;
+   * the hot-read servers are warmed once before any cell either way). autocannon and h2load
+   * count whole seconds: an HTTP/1.1 or h2load cell shorter than a second still loads for one.
+   */
   readonly cellMs: number;
   readonly warmupMs: number;
   /**
@@ -33,11 +37,13 @@ export type BenchConfig = {
 export function loadBenchConfig(env: Record<string, string | undefined>, cpus: number, hasTaskset: boolean): BenchConfig {
   const quick = env["BENCH_QUICK"] === "1" || env["BENCH_QUICK"] === "true";
   const pinned = hasTaskset && cpus >= 2;
-  const number = (name: string, fallback: number) => {
+  const number = (name: string, fallback: number, { zero = false } = {}) => {
     const raw = env[name];
     if (raw === undefined || raw === "") return fallback;
     const value = Number(raw);
-    if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}: expected a positive number, got "${raw}"`);
+    if (!Number.isFinite(value) || value < 0 || (value === 0 && !zero)) {
+      throw new Error(`${name}: expected a ${zero ? "non-negative" : "positive"} number, got "${raw}"`);
+    }
     return value;
   };
   return {
@@ -45,12 +51,13 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     databaseUrl: env["BENCH_DATABASE_URL"] || undefined,
     sections: env["BENCH_SECTIONS"] ? env["BENCH_SECTIONS"].split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     cellMs: number("BENCH_CELL_MS", quick ? 1_000 : 3_000),
-    warmupMs: number("BENCH_WARMUP_MS", quick ? 300 : 1_000),
+    // Quick: no warm-up per cell (at autocannon's whole seconds it doubled the run), only the one before the first cell.
+    warmupMs: number("BENCH_WARMUP_MS", quick ? 0 : 1_000, { zero: true }),
     rounds: Math.round(number("BENCH_ROUNDS", quick ? 1 : 3)),
     concurrencies: quick ? [16] : [1, 16, 64],
     smallRows: Math.min(number("BENCH_ROWS", 10_000), 10_000),
     largeRows: number("BENCH_ROWS", quick ? 10_000 : 1_000_000),
-    revocations: number("BENCH_REVOCATIONS", quick ? 50 : 200),
+    revocations: number("BENCH_REVOCATIONS", quick ? 20 : 200),
     serverCpu: pinned ? 0 : undefined,
     generatorCpu: pinned ? 1 : undefined,
     h2load: env["BENCH_H2LOAD"] !== "off",

@@ -92,7 +92,7 @@ export function medianCell(rounds: readonly CellResult[]): CellResult {
 
 /** A warm-up run that is thrown away, then the measured run with the server's CPU read around it. */
 export async function measureCell(server: BenchProcess, load: (durationMs: number) => Promise<LoadResult>, config: BenchConfig): Promise<CellResult> {
-  await load(config.warmupMs);
+  if (config.warmupMs > 0) await load(config.warmupMs);
   const cpuBefore = server.cpuMicros();
   const result = await load(config.cellMs);
   const cpuAfter = server.cpuMicros();

@@ -175,7 +175,7 @@ export async function measureChainCost(ctx: BenchContext): Promise<ChainCost> {
   ];
   // Every schema at once, and each cell measured in rounds that take the schemas in turn: drift of
   // a shared machine then falls on all of them alike; the median of the rounds is reported.
-  const rounds = config.quick ? 3 : 5;
+  const rounds = config.quick ? 1 : 5;
   const databases: { url: string; pool: pg.Pool }[] = [];
   const perSecond: number[][] = cases.map(() => []);
   try {
@@ -193,8 +193,8 @@ export async function measureChainCost(ctx: BenchContext): Promise<ChainCost> {
       for (let round = 0; round < rounds; round++) {
         for (const [k, schema] of SCHEMAS.entries()) {
           const work = c.work(schema);
-          if (round === 0) await drive(databases[k]!.pool, work, c.inFlight, config.warmupMs);
-          samples[k]!.push(await drive(databases[k]!.pool, work, c.inFlight, config.cellMs / 2));
+          if (round === 0) await drive(databases[k]!.pool, work, c.inFlight, Math.max(100, config.warmupMs));
+          samples[k]!.push(await drive(databases[k]!.pool, work, c.inFlight, config.quick ? config.cellMs / 8 : config.cellMs / 2));
         }
       }
       perSecond[i] = samples.map(median);

@@ -47,7 +47,7 @@ export const auditWritesSection: BenchSection = {
     // A connect-node gRPC client keeping N calls in flight; the request bytes are unused on this path.
     const cell = async (call: () => Promise<unknown>, inFlight: number) => {
       const spec = { path: "", request: new Uint8Array(), call: () => call() };
-      await grpcLoad(server.baseUrl, spec, inFlight, config.warmupMs, false);
+      await grpcLoad(server.baseUrl, spec, inFlight, Math.max(200, config.warmupMs), false);
       const cpuBefore = server.cpuMicros();
       const result = await grpcLoad(server.baseUrl, spec, inFlight, config.cellMs, false);
       const cpuAfter = server.cpuMicros();
