@@ -52,8 +52,9 @@ export const exportSection: BenchSection = {
       ["Connect JSON, JSON.parse per message", (baseUrl, signal) => connectFramesRead(baseUrl, ACME.id, false, signal)],
       ["REST ndjson (GET …/audit/events:export)", (baseUrl, signal) => restLinesRead(`${baseUrl}/v1/tenants/${ACME.id}/audit/events:export`, signal)],
     ];
-    // BENCH_QUICK: one decoding reader and the three that frame and count (a fresh server each is most of the time).
+    // BENCH_QUICK: one decoding reader, the three that frame and count, and REST (a fresh server each is most of the time).
     const measured = ctx.config.quick ? readers.filter(([label]) => label === "gRPC" || / counted|JSON.parse|REST/.test(label)) : readers;
+    if (measured.length < readers.length) ctx.report.note(`BENCH_QUICK: ${measured.length} of the ${readers.length} readers (the full run has them all)`);
     for (const [label, read] of measured) {
       // A fresh server per protocol: the RSS growth is that of a first export.
       const server = await startApp(ctx, { name: `app (export, ${label})`, databaseUrl: url, cache: true });
