@@ -40,6 +40,7 @@ import { createCanonicalIdsInterceptor } from "./transport/canonical-ids.js";
 import { createClientFaultGate, strictUtf8Decoder } from "./transport/client-faults.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
+import { createConnectUnaryHandlers } from "./transport/connect-unary.js";
 import { createHttpHandler } from "./transport/http-handler.js";
 import { createRestHandler } from "./transport/rest.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
@@ -188,14 +189,16 @@ export function createApp({
   // connect-es reads `textDecoder` from the JSON options (its JsonSerializationOptions)
   // although the router's type does not list it: a named object passes it through.
   const jsonOptions = { alwaysEmitImplicit: true, textDecoder: strictUtf8Decoder() };
-  const router = createConnectRouter({
+  // One object: the Connect unary handlers below must answer exactly as this router does.
+  const routerOptions = {
     interceptors,
     jsonOptions,
     requestGate: createClientFaultGate(logger),
     readMaxBytes: READ_MAX_BYTES,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdown.signal,
-  });
+  };
+  const router = createConnectRouter(routerOptions);
   // One module per resource; together they implement every RPC of the service.
   const implementation = {
     ...createTenantHandlers(deps),
@@ -217,8 +220,9 @@ export function createApp({
   // replaces the stand-in service() made for the missing method (the HTTP handler
   // keeps the last handler registered for a path).
   router.rpc(TenantRegistryService.method.exportAuditEvents, exportAuditEvents, { acceptCompression: [] });
+  const implementationSpec = createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, implementation);
   const rest = createRestHandler({
-    services: [createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, implementation)],
+    services: [implementationSpec],
     interceptors,
     jsonOptions,
     shutdownSignal: shutdown.signal,
@@ -238,6 +242,8 @@ export function createApp({
       logger,
       metrics: metrics.registry,
       readMaxBytes: READ_MAX_BYTES,
+      // TenantRegistryService's unary calls (health and reflection keep connect's handler).
+      connectUnary: createConnectUnaryHandlers([implementationSpec], routerOptions),
       ...(openDocuments ? { openDocuments } : {}),
     }),
     metrics,

@@ -12,6 +12,7 @@ import type { Readiness } from "./health.js";
 import { sendJson, type RestHandler } from "./rest.js";
 import type { RequestHandler } from "./server.js";
 import { serveUnary, takesUnaryAdapter } from "./unary-adapter.js";
+import type { ConnectUnaryHandler } from "./connect-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
@@ -31,6 +32,8 @@ export function createHttpHandler(options: {
   openDocuments?: ReadonlyMap<string, unknown>;
   /** The router's readMaxBytes: unary calls within it take the lean adapter (unary-adapter.ts). */
   readMaxBytes: number;
+  /** By path: the router's Connect unary calls without its generic handler (connect-unary.ts), made with its options. */
+  connectUnary?: ReadonlyMap<string, ConnectUnaryHandler>;
 }): RequestHandler {
   const { router, readiness, logger, rest } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -44,7 +47,8 @@ export function createHttpHandler(options: {
     const rpc = rpcs.get(path);
     if (rpc) {
       if (takesUnaryAdapter(rpc, req, options.readMaxBytes)) {
-        serveUnary(rpc, req, res, contextValuesFor(req), options.readMaxBytes, (error) => logger.error({ err: error, path }, "rpc transport failure"));
+        const onFailure = (error: unknown) => logger.error({ err: error, path }, "rpc transport failure");
+        serveUnary(rpc, req, res, contextValuesFor(req), options.readMaxBytes, onFailure, options.connectUnary?.get(path));
         return;
       }
       const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValuesFor(req));

@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { isConnectUnaryContentType, type ConnectUnaryHandler, type ConnectUnaryResponse } from "./connect-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -46,6 +47,9 @@ export function takesUnaryAdapter(handler: UniversalHandler, req: NodeRequest, r
  * A body that grows past `readMaxBytes` is handed on as it is, what was read followed by
  * the rest of the stream, to connect's handler and connect-node's writer, which refuse
  * it as they always do (and deal with the part of the body left unread).
+ *
+ * With `connectUnary` (connect-unary.ts), a Connect call whose body was read whole skips
+ * the universal handler too: the body goes in as bytes and the answer comes out as bytes.
  */
 export function serveUnary(
   handler: UniversalHandler,
@@ -54,6 +58,7 @@ export function serveUnary(
   contextValues: ContextValues,
   readMaxBytes: number,
   onFailure: (error: unknown) => void,
+  connectUnary?: ConnectUnaryHandler,
 ): void {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -61,21 +66,9 @@ export function serveUnary(
   const onClose = () => {
     if (!res.writableEnded) abort.abort(CLIENT_GONE);
   };
-  const call = (body: AsyncIterable<Uint8Array>, write: (uRes: UniversalServerResponse, res: NodeResponse) => Promise<void>) => {
+  const run = (answer: () => Promise<void>) => {
     res.once("close", onClose);
-    const authority = "authority" in req ? req.authority : req.headers.host;
-    const scheme = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
-    const uReq: UniversalServerRequest = {
-      httpVersion: req.httpVersion,
-      method: "POST",
-      url: `${scheme}://${authority ?? "localhost"}${req.url}`,
-      header: webHeaders(req.headers),
-      body,
-      signal: abort.signal,
-      contextValues,
-    };
-    handler(uReq)
-      .then((uRes) => write(uRes, res))
+    answer()
       .catch((error: unknown) => {
         onFailure(error);
         if (!res.headersSent) {
@@ -85,6 +78,24 @@ export function serveUnary(
       })
       .finally(() => res.off("close", onClose));
   };
+  const url = () => {
+    const authority = "authority" in req ? req.authority : req.headers.host;
+    const scheme = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
+    return `${scheme}://${authority ?? "localhost"}${req.url}`;
+  };
+  const call = (body: AsyncIterable<Uint8Array>, write: (uRes: UniversalServerResponse, res: NodeResponse) => Promise<void>) =>
+    run(async () => {
+      const uReq: UniversalServerRequest = {
+        httpVersion: req.httpVersion,
+        method: "POST",
+        url: url(),
+        header: webHeaders(req.headers),
+        body,
+        signal: abort.signal,
+        contextValues,
+      };
+      await write(await handler(uReq), res);
+    });
   const onData = (chunk: Buffer) => {
     chunks.push(chunk);
     size += chunk.length;
@@ -95,7 +106,12 @@ export function serveUnary(
     call(rest(chunks, req), universalResponseToNodeResponse);
   };
   // A client that goes away before the whole body arrived never starts a call.
-  const onEnd = () => call(createAsyncIterable([chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)]), writeResponse);
+  const onEnd = () => {
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (connectUnary && isConnectUnaryContentType(req.headers["content-type"]) && lengthAgrees(req, body)) {
+      run(async () => writeAnswer(await connectUnary({ url: url(), header: webHeaders(req.headers), body, signal: abort.signal, contextValues }), res));
+    } else call(createAsyncIterable([body]), writeResponse);
+  };
   req.on("data", onData);
   req.once("end", onEnd);
 }
@@ -103,6 +119,21 @@ export function serveUnary(
 async function* rest(read: readonly Buffer[], req: NodeRequest): AsyncIterable<Uint8Array> {
   yield* read;
   for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
+}
+
+// connect's body reader refuses a body that is not the length its header promised (HTTP/2
+// does not enforce it); such a call goes there to be refused as connect refuses it.
+function lengthAgrees(req: NodeRequest, body: Buffer): boolean {
+  const length = req.headers["content-length"];
+  return length === undefined || Number(length) === body.length;
+}
+
+function writeAnswer(answer: ConnectUnaryResponse, res: NodeResponse): void {
+  res.statusCode = answer.status;
+  answer.header.forEach((value, name) => {
+    res.setHeader(name, value);
+  });
+  res.end(answer.body);
 }
 
 async function writeResponse(uRes: UniversalServerResponse, res: NodeResponse): Promise<void> {

@@ -1,8 +1,8 @@
 import http from "node:http";
 import http2 from "node:http2";
-import { gzipSync, gunzipSync } from "node:zlib";
+import { brotliDecompressSync, gzipSync, gunzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createConnectRouter, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createConnectRouter, createContextValues, createServiceImplSpec, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
@@ -12,6 +12,7 @@ import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/cl
 import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
 import { createTlsTermination } from "../../src/transport/tls.js";
 import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
+import { createConnectUnaryHandlers, type ConnectUnaryHandler } from "../../src/transport/connect-unary.js";
 import { createTestPki } from "../support/certificates.js";
 import { envelope, h2Post } from "../support/wire.js";
 
@@ -22,8 +23,8 @@ const PATH = `/${TenantRegistryService.typeName}/GetTenantBySlug`;
 // What the handler saw of the call's signal, by slug (the "hold" call waits for its abort).
 const aborted = new Map<string, unknown>();
 
-function routes(router: ConnectRouter): void {
-  router.rpc(TenantRegistryService.method.getTenantBySlug, async (req, ctx) => {
+const getTenantBySlug: ServiceImpl<typeof TenantRegistryService>["getTenantBySlug"] = async (req, ctx) => {
+    if (req.slug === "throw") throw new Error("not a ConnectError");
     if (req.slug === "missing") {
       ctx.responseHeader.set("x-seen", "yes");
       throw new ConnectError("tenant missing not found", Code.NotFound, { "x-detail": "on the error" });
@@ -38,7 +39,10 @@ function routes(router: ConnectRouter): void {
     if (req.slug === "scheme") return { tenant: create(TenantSchema, { slug: req.slug, name: new URL(ctx.url).protocol }) };
     const big = req.slug === "big";
     return { tenant: create(TenantSchema, { slug: req.slug, name: big ? "n".repeat(4_000) : "Acme" }) };
-  });
+};
+
+function routes(router: ConnectRouter): void {
+  router.rpc(TenantRegistryService.method.getTenantBySlug, getTenantBySlug);
 }
 
 const options = {
@@ -48,28 +52,41 @@ const options = {
   acceptCompression: [compressionGzip, compressionBrotli],
 };
 
-// The same router behind the lean adapter (as the service's HTTP handler uses it) and behind connect-node's own.
-function leanHandler(): RequestHandler {
+// Calls answered by the Connect unary handlers (connect-unary.ts), so that a test can tell they ran.
+let connectUnaryCalls = 0;
+
+// The same router behind the lean adapter (as the service's HTTP handler uses it: with the
+// Connect unary handlers made from the router's options, or without) and behind connect-node's own.
+function leanHandler(withConnectUnary = true): RequestHandler {
   const router = createConnectRouter(options);
   routes(router);
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const unary = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], options);
+  const counted = (h: ConnectUnaryHandler): ConnectUnaryHandler => (call) => {
+    connectUnaryCalls++;
+    return h(call);
+  };
   const standard = connectNodeAdapter({ ...options, routes });
   return (req, res) => {
-    const rpc = rpcs.get((req.url ?? "").split("?", 1)[0]!);
-    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), READ_MAX, (e) => logger.error(e));
+    const path = (req.url ?? "").split("?", 1)[0]!;
+    const rpc = rpcs.get(path);
+    const connectUnary = withConnectUnary ? unary.get(path) : undefined;
+    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), READ_MAX, (e) => logger.error(e), connectUnary && counted(connectUnary));
     else standard(req as http.IncomingMessage, res as http.ServerResponse);
   };
 }
 
 let lean: Listening;
+let generic: Listening;
 let reference: Listening;
 beforeAll(async () => {
   lean = await listen(leanHandler(), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
+  generic = await listen(leanHandler(false), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
   const standard = connectNodeAdapter({ ...options, routes });
   reference = await listen((req, res) => standard(req as http.IncomingMessage, res as http.ServerResponse), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
 });
 afterAll(async () => {
-  await Promise.all([lean.close(100), reference.close(100)]);
+  await Promise.all([lean.close(100), generic.close(100), reference.close(100)]);
 });
 
 type Answer = { status: number; headers: Record<string, string>; body: Buffer };
@@ -118,25 +135,39 @@ const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] =
   { name: "an encoding the server does not know", headers: { "content-type": "application/json", "content-encoding": "zstd" }, body: json({ slug: "acme" }) },
   { name: "a large answer to a client accepting gzip", headers: { "content-type": "application/json", "accept-encoding": "gzip" }, body: json({ slug: "big" }) },
   { name: "a deadline that does not parse", headers: { "content-type": "application/json", "connect-timeout-ms": "soon" }, body: json({ slug: "acme" }) },
+  { name: "a deadline in time", headers: { "content-type": "application/json", "connect-timeout-ms": "10000" }, body: json({ slug: "acme" }) },
+  { name: "a large answer to a client accepting brotli only", headers: { "content-type": "application/json", "accept-encoding": "br" }, body: json({ slug: "big" }) },
+  { name: "a small answer to a client accepting gzip", headers: { "content-type": "application/json", "accept-encoding": "gzip, br" }, body: json({ slug: "acme" }) },
+  { name: "an implementation that throws something else than a ConnectError", headers: { "content-type": "application/json" }, body: json({ slug: "throw" }) },
   { name: "a deadline already past", headers: { "content-type": "application/json", "connect-timeout-ms": "0" }, body: json({ slug: "acme" }) },
   { name: "an empty body", headers: { "content-type": "application/json" }, body: Buffer.alloc(0) },
   { name: "a body over readMaxBytes", headers: { "content-type": "application/json" }, body: json({ slug: "x".repeat(READ_MAX) }) },
 ];
 
 describe("the lean unary adapter answers as connect-node's own adapter does", () => {
-  const decode = (a: Answer) => (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.body).toString("latin1");
-  it.each(CASES)("$name", async ({ headers, body }) => {
-    const [mine, theirs] = await Promise.all([h1(lean.port, headers, body), h1(reference.port, headers, body)]);
-    expect(mine.status).toBe(theirs.status);
-    expect(mine.headers).toEqual(theirs.headers);
-    expect(decode(mine)).toBe(decode(theirs));
-  });
+  const decode = (a: Answer) =>
+    (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.headers["content-encoding"] === "br" ? brotliDecompressSync(a.body) : a.body).toString("latin1");
+  // Both lean variants: with the Connect unary handlers (as the service runs) and through the router's handler.
+  const same = async (headers: Record<string, string>, body: Buffer, chunked: boolean) => {
+    const [theirs, ...mine] = await Promise.all([reference, lean, generic].map((s) => h1(s.port, headers, body, chunked)));
+    for (const [i, answer] of mine.entries()) {
+      const which = i === 0 ? "with the Connect unary handlers" : "through the router's handler";
+      expect(answer.status, which).toBe(theirs!.status);
+      expect(answer.headers, which).toEqual(theirs!.headers);
+      expect(decode(answer), which).toBe(decode(theirs!));
+    }
+  };
+  it.each(CASES)("$name", async ({ headers, body }) => same(headers, body, false));
 
-  it.each(CASES.filter((c) => c.body.length > 1))("$name, the body chunked without a content-length", async ({ headers, body }) => {
-    const [mine, theirs] = await Promise.all([h1(lean.port, headers, body, true), h1(reference.port, headers, body, true)]);
-    expect(mine.status).toBe(theirs.status);
-    expect(mine.headers).toEqual(theirs.headers);
-    expect(decode(mine)).toBe(decode(theirs));
+  it.each(CASES.filter((c) => c.body.length > 1))("$name, the body chunked without a content-length", async ({ headers, body }) => same(headers, body, true));
+
+  it("answers Connect calls of a unary content type with the Connect unary handlers, and only those", async () => {
+    const before = connectUnaryCalls;
+    for (const type of ["application/json", "application/json; charset=utf-8", "application/proto"]) await h1(lean.port, { "content-type": type }, json({ slug: "acme" }));
+    expect(connectUnaryCalls - before).toBe(3);
+    await h1(lean.port, { "content-type": "application/json; charset=latin1" }, json({ slug: "acme" }));
+    await h1(lean.port, { "content-type": "application/json" }, json({ slug: "x".repeat(READ_MAX) }));
+    expect(connectUnaryCalls - before).toBe(3);
   });
 
   const grpcBody = (slug: string) => envelope(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug })));
@@ -257,5 +288,34 @@ describe("the lean unary adapter", () => {
     await gone;
     await expect.poll(() => aborted.get("hold-1"), { timeout: 2_000 }).toBeInstanceOf(ConnectError);
     expect((aborted.get("hold-1") as ConnectError).code).toBe(Code.Canceled);
+  });
+});
+
+describe("the Connect unary handlers", () => {
+  it("end a call in flight with the router's shutdown reason", async () => {
+    const shutdown = new AbortController();
+    const handlers = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], {
+      ...options,
+      shutdownSignal: shutdown.signal,
+    });
+    const answer = handlers.get(PATH)!({
+      url: `http://localhost${PATH}`,
+      header: new Headers({ "content-type": "application/json" }),
+      body: json({ slug: "hold-shutdown" }),
+      signal: new AbortController().signal,
+      contextValues: createContextValues(),
+    });
+    setTimeout(() => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)), 20);
+    const bounded = await Promise.race([answer, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000))]);
+    expect(bounded?.status).toBe(503);
+    expect(JSON.parse(Buffer.from(bounded!.body).toString())).toEqual({ code: "unavailable", message: "the server is shutting down; retry" });
+  });
+
+  it("are not made when the router requires the Connect protocol header (connect's own handler checks it)", () => {
+    const handlers = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], {
+      ...options,
+      requireConnectProtocolHeader: true,
+    });
+    expect(handlers.size).toBe(0);
   });
 });
