@@ -3,7 +3,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { isConnectUnaryContentType, type ConnectUnaryHandler, type ConnectUnaryResponse } from "./connect-unary.js";
+import { isConnectUnaryContentType, type ConnectUnaryHandler } from "./connect-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -128,30 +128,27 @@ function lengthAgrees(req: NodeRequest, body: Buffer): boolean {
   return length === undefined || Number(length) === body.length;
 }
 
-function writeAnswer(answer: ConnectUnaryResponse, res: NodeResponse): void {
+/** An answer whose body is one buffer; gRPC's status travels in `trailer`, Connect and gRPC-Web carry theirs in headers or the body. */
+type Answer = { readonly status: number; readonly header?: Headers | undefined; readonly body: Uint8Array; readonly trailer?: Headers | undefined };
+
+function writeAnswer(answer: Answer, res: NodeResponse): void {
   res.statusCode = answer.status;
-  answer.header.forEach((value, name) => {
+  answer.header?.forEach((value, name) => {
     res.setHeader(name, value);
   });
+  if (answer.trailer) {
+    const trailers: Record<string, string> = {};
+    answer.trailer.forEach((value, name) => (trailers[name] = value));
+    res.addTrailers(trailers);
+  }
   res.end(answer.body);
 }
 
 async function writeResponse(uRes: UniversalServerResponse, res: NodeResponse): Promise<void> {
   const parts: Uint8Array[] = [];
   if (uRes.body !== undefined) for await (const chunk of uRes.body as AsyncIterable<Uint8Array>) parts.push(chunk);
-  const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-  res.statusCode = uRes.status;
-  uRes.header?.forEach((value, name) => {
-    res.setHeader(name, value);
-  });
-  // gRPC's status travels in HTTP trailers (read after the body, which sets them); Connect
-  // and gRPC-Web carry theirs in headers or in the body.
-  if (uRes.trailer) {
-    const trailers: Record<string, string> = {};
-    uRes.trailer.forEach((value, name) => (trailers[name] = value));
-    res.addTrailers(trailers);
-  }
-  res.end(body);
+  // The trailers are read after the body, which sets them.
+  writeAnswer({ status: uRes.status, header: uRes.header, body: parts.length === 1 ? parts[0]! : Buffer.concat(parts), trailer: uRes.trailer }, res);
 }
 
 // As connect-node converts them: pseudo-headers (h2) are not headers of the call.

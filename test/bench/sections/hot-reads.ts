@@ -156,6 +156,8 @@ export const hotReadsSection: BenchSection = {
 
     const load = (server: BenchProcess, read: HotRead, protocol: Protocol, concurrency: number) => (ms: number) =>
       protocol === "grpc" ? grpcLoad(server.baseUrl, read.grpc, concurrency, ms, useH2load) : http1Load(server.baseUrl, protocol === "rest" ? read.rest : read.connect, concurrency, ms);
+    const fixedLoad = (concurrency: number) => (ms: number) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms);
+    const rawPgLoad = (read: HotRead, concurrency: number) => (ms: number) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms);
 
     // V8 compiles a server's call path over its first few thousand calls. Every server is
     // warmed once on every protocol before any cell counts (with BENCH_QUICK no cell has a
@@ -166,8 +168,8 @@ export const hotReadsSection: BenchSection = {
     await Promise.all([
       ...[cacheOn, cacheOff].flatMap((server) => PROTOCOLS.map((protocol) => load(server, first, protocol.id, 16)(warmMs))),
       ...(["connect", "grpc"] as const).map((protocol) => load(bare, first, protocol, 16)(warmMs)),
-      http1Load(fixed.baseUrl, { method: "GET", path: "/" }, 16, warmMs),
-      http1Load(rawPg.baseUrl, { method: "GET", path: first.pgRoute }, 16, warmMs),
+      fixedLoad(16)(warmMs),
+      rawPgLoad(first, 16)(warmMs),
     ]);
 
     // Every cell of one read and concurrency, measured round after round in this order
@@ -176,8 +178,8 @@ export const hotReadsSection: BenchSection = {
     for (const concurrency of config.concurrencies) {
       for (const read of reads) {
         const cells: Measured[] = [
-          { label: "(a) node:http, fixed JSON", server: fixed, load: (ms) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms) },
-          { label: "(b) node:http + pg, same SELECT", server: rawPg, load: (ms) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms) },
+          { label: "(a) node:http, fixed JSON", server: fixed, load: fixedLoad(concurrency) },
+          { label: "(b) node:http + pg, same SELECT", server: rawPg, load: rawPgLoad(read, concurrency) },
           { label: "(c) bare connect-node, Connect JSON", server: bare, load: load(bare, read, "connect", concurrency), base: "connect" },
           { label: "(c) bare connect-node, gRPC", server: bare, load: load(bare, read, "grpc", concurrency), base: "grpc" },
         ];
