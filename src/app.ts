@@ -40,7 +40,7 @@ import { createCanonicalIdsInterceptor } from "./transport/canonical-ids.js";
 import { createClientFaultGate, strictUtf8Decoder } from "./transport/client-faults.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
-import { createConnectUnaryHandlers } from "./transport/connect-unary.js";
+import { createWholeUnaryHandlers } from "./transport/whole-unary.js";
 import { createHttpHandler } from "./transport/http-handler.js";
 import { createRestHandler } from "./transport/rest.js";
 import { REFLECTION_SERVICES, registerReflection, registryOf } from "./transport/reflection.js";
@@ -243,7 +243,7 @@ export function createApp({
       metrics: metrics.registry,
       readMaxBytes: READ_MAX_BYTES,
       // TenantRegistryService's unary calls (health and reflection keep connect's handler).
-      connectUnary: createConnectUnaryHandlers([implementationSpec], routerOptions),
+      wholeUnary: createWholeUnaryHandlers([implementationSpec], routerOptions),
       ...(openDocuments ? { openDocuments } : {}),
     }),
     metrics,

@@ -1,20 +1,13 @@
-import type { ContextValues, MethodImplSpec, ServiceImplSpec } from "@connectrpc/connect";
-import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
-  createMethodSerializationLookup,
-  createMethodUrl,
   invokeUnaryImplementation,
   mergeNonProtocolHeaders,
-  validateUniversalHandlerOptions,
-  type MethodSerializationLookup,
-  type UniversalHandlerOptions,
 } from "@connectrpc/connect/protocol";
 import {
   codeToHttpStatus,
   contentTypeUnaryJson,
   contentTypeUnaryProto,
-  contentTypeUnaryRegExp,
   errorToJsonBytes,
   headerContentType,
   headerTimeout,
@@ -25,28 +18,11 @@ import {
   parseTimeout,
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
-
-/** A Connect unary POST whose body has been read whole (unary-adapter.ts). */
-export type ConnectUnaryRequest = {
-  readonly url: string;
-  readonly header: Headers;
-  readonly body: Uint8Array;
-  readonly signal: AbortSignal;
-  readonly contextValues: ContextValues;
-};
-
-export type ConnectUnaryResponse = { readonly status: number; readonly header: Headers; readonly body: Uint8Array };
-
-export type ConnectUnaryHandler = (req: ConnectUnaryRequest) => Promise<ConnectUnaryResponse>;
-
-/** Whether a request's content type is a Connect unary one (connect's own test, as its router applies it). */
-export function isConnectUnaryContentType(contentType: string | undefined): boolean {
-  return contentType !== undefined && contentTypeUnaryRegExp.test(contentType);
-}
+import { unaryCallContext, type HandlerOptions, type UnarySerialization, type UnarySpec, type WholeUnaryHandler } from "./unary-call.js";
 
 /**
- * Connect-protocol unary handlers, by request path, for calls whose body is
- * already in hand: connect-es's own unary handler (protocol-connect's
+ * A Connect-protocol unary handler for calls whose body is already in hand
+ * (made per RPC by whole-unary.ts): connect-es's own unary handler (protocol-connect's
  * handler-factory), step for step and with its own parts — content type,
  * timeout, request gate, compression both ways, serialization and its limits,
  * interceptors, error bodies, `trailer-` headers — minus what a body read whole
@@ -56,52 +32,22 @@ export function isConnectUnaryContentType(contentType: string | undefined): bool
  * REST, which calls the same interceptors and implementations without it, ran at
  * three times Connect's req/s on the same server; skipping it took a third off the
  * server CPU of a cached Connect JSON read at a fixed rate (475–528 → 275–358 µs). It must be
- * given the router's own options: test/unit/unary-adapter.test.ts holds its
+ * made from the router's own options: test/unit/unary-adapter.test.ts holds its
  * answers to connect's, byte for byte.
  */
-export function createConnectUnaryHandlers(
-  services: readonly ServiceImplSpec[],
-  routerOptions: Partial<UniversalHandlerOptions>,
-): ReadonlyMap<string, ConnectUnaryHandler> {
-  const opt = validateUniversalHandlerOptions(routerOptions);
-  const handlers = new Map<string, ConnectUnaryHandler>();
-  // connect's check of the protocol header is its own; with it required, every call goes there.
-  if (opt.requireConnectProtocolHeader) return handlers;
-  for (const service of services) {
-    for (const spec of Object.values(service.methods)) {
-      if (spec.kind !== "unary") continue;
-      const serialization = createMethodSerializationLookup(spec.method, opt.binaryOptions, opt.jsonOptions, opt);
-      handlers.set(createMethodUrl("/", spec.method), unaryHandler(opt, spec, serialization));
-    }
-  }
-  return handlers;
-}
-
-type Options = ReturnType<typeof validateUniversalHandlerOptions>;
-
-type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
-
-function unaryHandler(
-  opt: Options,
+export function connectUnaryHandler(
+  opt: HandlerOptions,
   spec: UnarySpec,
-  serialization: MethodSerializationLookup<UnarySpec["method"]["input"], UnarySpec["method"]["output"]>,
-): ConnectUnaryHandler {
+  serialization: UnarySerialization,
+): WholeUnaryHandler {
   return async function handle(req) {
     // The caller took only Connect unary content types.
     const type = parseContentType(req.header.get(headerContentType))!;
     const timeout = parseTimeout(req.header.get(headerTimeout), opt.maxTimeoutMs);
-    const context = createHandlerContext({
-      ...spec,
-      service: spec.method.parent,
-      requestMethod: "POST",
+    const context = unaryCallContext(opt, spec, req, {
       protocolName: "connect",
-      ...(timeout.timeoutMs === undefined ? {} : { timeoutMs: timeout.timeoutMs }),
-      ...(opt.shutdownSignal === undefined ? {} : { shutdownSignal: opt.shutdownSignal }),
-      requestSignal: req.signal,
-      requestHeader: req.header,
-      url: req.url,
+      timeoutMs: timeout.timeoutMs,
       responseHeader: { [headerContentType]: type.binary ? contentTypeUnaryProto : contentTypeUnaryJson },
-      contextValues: req.contextValues,
     });
     const compression = compressionNegotiate(opt.acceptCompression, req.header.get(headerUnaryEncoding), req.header.get(headerUnaryAcceptEncoding), headerUnaryAcceptEncoding);
     let status = 200;

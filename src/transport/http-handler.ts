@@ -12,7 +12,7 @@ import type { Readiness } from "./health.js";
 import { sendJson, type RestHandler } from "./rest.js";
 import type { RequestHandler } from "./server.js";
 import { serveUnary, takesUnaryAdapter } from "./unary-adapter.js";
-import type { ConnectUnaryHandler } from "./connect-unary.js";
+import type { WholeUnaryHandlers } from "./whole-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
@@ -32,8 +32,8 @@ export function createHttpHandler(options: {
   openDocuments?: ReadonlyMap<string, unknown>;
   /** The router's readMaxBytes: unary calls within it take the lean adapter (unary-adapter.ts). */
   readMaxBytes: number;
-  /** By path: the router's Connect unary calls without its generic handler (connect-unary.ts), made with its options. */
-  connectUnary?: ReadonlyMap<string, ConnectUnaryHandler>;
+  /** By path: the router's Connect and gRPC unary calls without its generic handler (whole-unary.ts), made with its options. */
+  wholeUnary?: ReadonlyMap<string, WholeUnaryHandlers>;
 }): RequestHandler {
   const { router, readiness, logger, rest } = options;
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -48,7 +48,7 @@ export function createHttpHandler(options: {
     if (rpc) {
       if (takesUnaryAdapter(rpc, req, options.readMaxBytes)) {
         const onFailure = (error: unknown) => logger.error({ err: error, path }, "rpc transport failure");
-        serveUnary(rpc, req, res, contextValuesFor(req), options.readMaxBytes, onFailure, options.connectUnary?.get(path));
+        serveUnary(rpc, req, res, contextValuesFor(req), options.readMaxBytes, onFailure, options.wholeUnary?.get(path));
         return;
       }
       const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValuesFor(req));

@@ -3,7 +3,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { isConnectUnaryContentType, type ConnectUnaryHandler } from "./connect-unary.js";
+import { wholeUnaryFor, type WholeUnaryHandlers } from "./whole-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -48,7 +48,7 @@ export function takesUnaryAdapter(handler: UniversalHandler, req: NodeRequest, r
  * the rest of the stream, to connect's handler and connect-node's writer, which refuse
  * it as they always do (and deal with the part of the body left unread).
  *
- * With `connectUnary` (connect-unary.ts), a Connect call whose body was read whole skips
+ * With `whole` (whole-unary.ts), a Connect or gRPC call whose body was read whole skips
  * the universal handler too: the body goes in as bytes and the answer comes out as bytes.
  */
 export function serveUnary(
@@ -58,7 +58,7 @@ export function serveUnary(
   contextValues: ContextValues,
   readMaxBytes: number,
   onFailure: (error: unknown) => void,
-  connectUnary?: ConnectUnaryHandler,
+  whole?: WholeUnaryHandlers,
 ): void {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -108,8 +108,9 @@ export function serveUnary(
   // A client that goes away before the whole body arrived never starts a call.
   const onEnd = () => {
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    if (connectUnary && isConnectUnaryContentType(req.headers["content-type"]) && lengthAgrees(req, body)) {
-      run(async () => writeAnswer(await connectUnary({ url: url(), header: webHeaders(req.headers), body, signal: abort.signal, contextValues }), res));
+    const handle = wholeUnaryFor(whole, req.headers["content-type"]);
+    if (handle && lengthAgrees(req, body)) {
+      run(async () => writeAnswer(await handle({ url: url(), header: webHeaders(req.headers), body, signal: abort.signal, contextValues }), res));
     } else call(createAsyncIterable([body]), writeResponse);
   };
   req.on("data", onData);

@@ -1,92 +1,25 @@
 import http from "node:http";
 import http2 from "node:http2";
-import { brotliDecompressSync, gzipSync, gunzipSync } from "node:zlib";
+import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createConnectRouter, createContextValues, createServiceImplSpec, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, createConnectRouter, createContextValues } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { GetTenantBySlugRequestSchema, TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { createLogger } from "../../src/logger.js";
-import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/client-faults.js";
-import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
+import { DEFAULT_LIMITS, listen } from "../../src/transport/server.js";
 import { createTlsTermination } from "../../src/transport/tls.js";
-import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
-import { createConnectUnaryHandlers, type ConnectUnaryHandler } from "../../src/transport/connect-unary.js";
+import { takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
+import { createWholeUnaryHandlers } from "../../src/transport/whole-unary.js";
 import { createTestPki } from "../support/certificates.js";
-import { envelope, h2Post } from "../support/wire.js";
+import { aborted, implementationSpec, leanHandler, logger, options, PATH, READ_MAX, routes, startUnaryServers, wholeCalls, type UnaryServers } from "../support/unary-servers.js";
+import { h2Post } from "../support/wire.js";
 
-const logger = createLogger("silent");
-const READ_MAX = 64 * 1024;
-const PATH = `/${TenantRegistryService.typeName}/GetTenantBySlug`;
-
-// What the handler saw of the call's signal, by slug (the "hold" call waits for its abort).
-const aborted = new Map<string, unknown>();
-
-const getTenantBySlug: ServiceImpl<typeof TenantRegistryService>["getTenantBySlug"] = async (req, ctx) => {
-    if (req.slug === "throw") throw new Error("not a ConnectError");
-    if (req.slug === "missing") {
-      ctx.responseHeader.set("x-seen", "yes");
-      throw new ConnectError("tenant missing not found", Code.NotFound, { "x-detail": "on the error" });
-    }
-    if (req.slug.startsWith("hold-")) {
-      await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
-      aborted.set(req.slug, ctx.signal.reason);
-      throw ConnectError.from(ctx.signal.reason);
-    }
-    ctx.responseHeader.set("x-seen", "yes");
-    ctx.responseTrailer.set("x-after", "done");
-    if (req.slug === "scheme") return { tenant: create(TenantSchema, { slug: req.slug, name: new URL(ctx.url).protocol }) };
-    const big = req.slug === "big";
-    return { tenant: create(TenantSchema, { slug: req.slug, name: big ? "n".repeat(4_000) : "Acme" }) };
-};
-
-function routes(router: ConnectRouter): void {
-  router.rpc(TenantRegistryService.method.getTenantBySlug, getTenantBySlug);
-}
-
-const options = {
-  jsonOptions: { alwaysEmitImplicit: true, textDecoder: strictUtf8Decoder() },
-  requestGate: createClientFaultGate(logger),
-  readMaxBytes: READ_MAX,
-  acceptCompression: [compressionGzip, compressionBrotli],
-};
-
-// Calls answered by the Connect unary handlers (connect-unary.ts), so that a test can tell they ran.
-let connectUnaryCalls = 0;
-
-// The same router behind the lean adapter (as the service's HTTP handler uses it: with the
-// Connect unary handlers made from the router's options, or without) and behind connect-node's own.
-function leanHandler(withConnectUnary = true): RequestHandler {
-  const router = createConnectRouter(options);
-  routes(router);
-  const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const unary = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], options);
-  const counted = (h: ConnectUnaryHandler): ConnectUnaryHandler => (call) => {
-    connectUnaryCalls++;
-    return h(call);
-  };
-  const standard = connectNodeAdapter({ ...options, routes });
-  return (req, res) => {
-    const path = (req.url ?? "").split("?", 1)[0]!;
-    const rpc = rpcs.get(path);
-    const connectUnary = withConnectUnary ? unary.get(path) : undefined;
-    if (rpc && takesUnaryAdapter(rpc, req, READ_MAX)) serveUnary(rpc, req, res, createContextValues(), READ_MAX, (e) => logger.error(e), connectUnary && counted(connectUnary));
-    else standard(req as http.IncomingMessage, res as http.ServerResponse);
-  };
-}
-
-let lean: Listening;
-let generic: Listening;
-let reference: Listening;
+let servers: UnaryServers;
 beforeAll(async () => {
-  lean = await listen(leanHandler(), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
-  generic = await listen(leanHandler(false), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
-  const standard = connectNodeAdapter({ ...options, routes });
-  reference = await listen((req, res) => standard(req as http.IncomingMessage, res as http.ServerResponse), { host: "127.0.0.1", port: 0 }, logger, DEFAULT_LIMITS);
+  servers = await startUnaryServers();
 });
 afterAll(async () => {
-  await Promise.all([lean.close(100), generic.close(100), reference.close(100)]);
+  await servers.close();
 });
 
 type Answer = { status: number; headers: Record<string, string>; body: Buffer };
@@ -107,11 +40,6 @@ function h1(port: number, headers: Record<string, string>, body: Buffer, chunked
     req.write(body.subarray(0, body.length >> 1));
     setTimeout(() => req.end(body.subarray(body.length >> 1)), 5);
   });
-}
-
-const GRPC_COMPARED = /^(content-type|grpc-.*|x-seen|x-detail|x-after)$/;
-function pickGrpc(headers: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(headers).filter(([k]) => GRPC_COMPARED.test(k)));
 }
 
 function pick(headers: http.IncomingHttpHeaders): Record<string, string> {
@@ -147,11 +75,11 @@ const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] =
 describe("the lean unary adapter answers as connect-node's own adapter does", () => {
   const decode = (a: Answer) =>
     (a.headers["content-encoding"] === "gzip" ? gunzipSync(a.body) : a.headers["content-encoding"] === "br" ? brotliDecompressSync(a.body) : a.body).toString("latin1");
-  // Both lean variants: with the Connect unary handlers (as the service runs) and through the router's handler.
+  // Both lean variants: with the whole-body handlers (as the service runs) and through the router's handler.
   const same = async (headers: Record<string, string>, body: Buffer, chunked: boolean) => {
-    const [theirs, ...mine] = await Promise.all([reference, lean, generic].map((s) => h1(s.port, headers, body, chunked)));
+    const [theirs, ...mine] = await Promise.all([servers.reference, servers.lean, servers.generic].map((s) => h1(s.port, headers, body, chunked)));
     for (const [i, answer] of mine.entries()) {
-      const which = i === 0 ? "with the Connect unary handlers" : "through the router's handler";
+      const which = i === 0 ? "with the whole-body handlers" : "through the router's handler";
       expect(answer.status, which).toBe(theirs!.status);
       expect(answer.headers, which).toEqual(theirs!.headers);
       expect(decode(answer), which).toBe(decode(theirs!));
@@ -162,38 +90,12 @@ describe("the lean unary adapter answers as connect-node's own adapter does", ()
   it.each(CASES.filter((c) => c.body.length > 1))("$name, the body chunked without a content-length", async ({ headers, body }) => same(headers, body, true));
 
   it("answers Connect calls of a unary content type with the Connect unary handlers, and only those", async () => {
-    const before = connectUnaryCalls;
-    for (const type of ["application/json", "application/json; charset=utf-8", "application/proto"]) await h1(lean.port, { "content-type": type }, json({ slug: "acme" }));
-    expect(connectUnaryCalls - before).toBe(3);
-    await h1(lean.port, { "content-type": "application/json; charset=latin1" }, json({ slug: "acme" }));
-    await h1(lean.port, { "content-type": "application/json" }, json({ slug: "x".repeat(READ_MAX) }));
-    expect(connectUnaryCalls - before).toBe(3);
-  });
-
-  const grpcBody = (slug: string) => envelope(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug })));
-  const GRPC: { name: string; headers: Record<string, string>; body: Buffer }[] = [
-    { name: "an answer", headers: {}, body: grpcBody("acme") },
-    { name: "an error with metadata", headers: {}, body: grpcBody("missing") },
-    { name: "a truncated envelope", headers: {}, body: grpcBody("acme").subarray(0, 7) },
-    { name: "an undecodable message", headers: {}, body: envelope(Buffer.from([0x0a, 0x7f, 0x01])) },
-    { name: "a compressed message", headers: { "grpc-encoding": "gzip" }, body: envelope(gzipSync(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug: "acme" }))), 1) },
-    { name: "a deadline that does not parse", headers: { "grpc-timeout": "soon" }, body: grpcBody("acme") },
-    { name: "a message over readMaxBytes", headers: {}, body: grpcBody("x".repeat(READ_MAX)) },
-  ];
-  it.each(GRPC)("gRPC over h2c: $name", async ({ headers, body }) => {
-    const call = async (port: number) => {
-      const session = http2.connect(`http://127.0.0.1:${port}`);
-      try {
-        return await h2Post(session, PATH, { "content-type": "application/grpc", te: "trailers", ...headers }, body);
-      } finally {
-        session.close();
-      }
-    };
-    const [mine, theirs] = await Promise.all([call(lean.port), call(reference.port)]);
-    expect(mine.status).toBe(theirs.status);
-    expect(pickGrpc(mine.headers)).toEqual(pickGrpc(theirs.headers));
-    expect(pickGrpc(mine.trailers)).toEqual(pickGrpc(theirs.trailers));
-    expect(mine.body.toString("latin1")).toBe(theirs.body.toString("latin1"));
+    const before = wholeCalls.connect;
+    for (const type of ["application/json", "application/json; charset=utf-8", "application/proto"]) await h1(servers.lean.port, { "content-type": type }, json({ slug: "acme" }));
+    expect(wholeCalls.connect - before).toBe(3);
+    await h1(servers.lean.port, { "content-type": "application/json; charset=latin1" }, json({ slug: "acme" }));
+    await h1(servers.lean.port, { "content-type": "application/json" }, json({ slug: "x".repeat(READ_MAX) }));
+    expect(wholeCalls.connect - before).toBe(3);
   });
 
   it("answers over h2c as well", async () => {
@@ -205,7 +107,7 @@ describe("the lean unary adapter answers as connect-node's own adapter does", ()
         session.close();
       }
     };
-    const [mine, theirs] = await Promise.all([call(lean.port), call(reference.port)]);
+    const [mine, theirs] = await Promise.all([call(servers.lean.port), call(servers.reference.port)]);
     expect(mine.status).toBe(200);
     expect(pick(mine.headers)).toEqual(pick(theirs.headers));
     expect(mine.body.toString()).toBe(theirs.body.toString());
@@ -235,7 +137,7 @@ describe("the lean unary adapter", () => {
     const answer = await new Promise<{ status: number; sentBytes: number }>((resolve, reject) => {
       let sent = 0;
       let answered: number | undefined;
-      const req = http.request({ host: "127.0.0.1", port: lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } }, (res) => {
+      const req = http.request({ host: "127.0.0.1", port: servers.lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } }, (res) => {
         answered = res.statusCode!;
         res.resume();
         resolve({ status: answered, sentBytes: sent });
@@ -267,7 +169,7 @@ describe("the lean unary adapter", () => {
         const client = createClient(TenantRegistryService, createConnectTransport({ baseUrl: `https://127.0.0.1:${server.port}`, httpVersion, nodeOptions: { ca: pki.ca } }));
         expect((await client.getTenantBySlug({ slug: "scheme" })).tenant?.name, httpVersion).toBe("https:");
       }
-      const plain = createClient(TenantRegistryService, createConnectTransport({ baseUrl: `http://127.0.0.1:${lean.port}`, httpVersion: "1.1" }));
+      const plain = createClient(TenantRegistryService, createConnectTransport({ baseUrl: `http://127.0.0.1:${servers.lean.port}`, httpVersion: "1.1" }));
       expect((await plain.getTenantBySlug({ slug: "scheme" })).tenant?.name).toBe("http:");
     } finally {
       await server.close(100);
@@ -277,7 +179,7 @@ describe("the lean unary adapter", () => {
 
   it("aborts a call whose client goes away, with Canceled", async () => {
     const gone = new Promise<void>((resolve) => {
-      const req = http.request({ host: "127.0.0.1", port: lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } });
+      const req = http.request({ host: "127.0.0.1", port: servers.lean.port, method: "POST", path: PATH, headers: { "content-type": "application/json" } });
       req.on("error", () => resolve());
       req.end(json({ slug: "hold-1" }));
       setTimeout(() => {
@@ -294,11 +196,8 @@ describe("the lean unary adapter", () => {
 describe("the Connect unary handlers", () => {
   it("end a call in flight with the router's shutdown reason", async () => {
     const shutdown = new AbortController();
-    const handlers = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], {
-      ...options,
-      shutdownSignal: shutdown.signal,
-    });
-    const answer = handlers.get(PATH)!({
+    const handlers = createWholeUnaryHandlers([implementationSpec()], { ...options, shutdownSignal: shutdown.signal });
+    const answer = handlers.get(PATH)!.connect!({
       url: `http://localhost${PATH}`,
       header: new Headers({ "content-type": "application/json" }),
       body: json({ slug: "hold-shutdown" }),
@@ -312,10 +211,9 @@ describe("the Connect unary handlers", () => {
   });
 
   it("are not made when the router requires the Connect protocol header (connect's own handler checks it)", () => {
-    const handlers = createConnectUnaryHandlers([createServiceImplSpec<typeof TenantRegistryService>(TenantRegistryService, { getTenantBySlug })], {
-      ...options,
-      requireConnectProtocolHeader: true,
-    });
-    expect(handlers.size).toBe(0);
+    const handlers = createWholeUnaryHandlers([implementationSpec()], { ...options, requireConnectProtocolHeader: true });
+    expect(handlers.get(PATH)?.connect).toBeUndefined();
+    expect(handlers.get(PATH)?.grpc).toBeDefined();
+    expect(createWholeUnaryHandlers([implementationSpec()], options).get(PATH)?.connect).toBeDefined();
   });
 });
