@@ -19,14 +19,25 @@ COPY --from=build /src/dist/tenant-registry-*.tgz /tmp/
 RUN echo '{"name":"tenant-registry-image","private":true}' > package.json \
  && npm install /tmp/tenant-registry-*.tgz --omit=dev --omit=optional --no-audit --no-fund \
  && rm /tmp/tenant-registry-*.tgz
+# Node's compile cache, filled once here so that every pod starts from compiled code
+# (make bench, cold-start: 10-22 % off a start). Node names the cache's folder after
+# the uid, so `preload` runs as the user the Deployment runs (runAsUser 10001).
+RUN mkdir -p /app/.cache/node-compile && chown 10001:10001 /app/.cache/node-compile
+USER 10001:10001
+# Node writes the cache's files 0600; once root owns them (below) the user must still read them.
+RUN NODE_COMPILE_CACHE=/app/.cache/node-compile node_modules/.bin/tenant-registry preload \
+ && chmod -R a+rX,a-w /app/.cache/node-compile
+USER root
 
 # --- runtime: Node 24 slim, the installed artifact, a fixed non-root user
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \
+    NODE_COMPILE_CACHE=/app/.cache/node-compile \
     PATH=/app/node_modules/.bin:$PATH
 WORKDIR /app
 COPY --from=install --chown=0:0 /app /app
-# Fixed ids so the Deployment's runAsUser/runAsGroup match; the files stay root-owned and read-only to it.
+# Fixed ids so the Deployment's runAsUser/runAsGroup match; the files stay root-owned and read-only
+# to it, the compile cache included (Node reads it and, finding nothing changed, writes nothing).
 USER 10001:10001
 EXPOSE 8090
 ENTRYPOINT ["tenant-registry"]

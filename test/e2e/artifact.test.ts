@@ -147,6 +147,37 @@ describe("the packed artifact (make dist)", () => {
       await server?.stop();
     }
   });
+  it("starts from the compile cache `preload` fills at image build, read-only to the unprivileged user that fills and reads it", async () => {
+    // As the Dockerfile does: the cache's folder belongs to the user for `preload`, then to root.
+    const cache = join(work, "compile-cache");
+    await execFileP("mkdir", [cache]);
+    if (AS_UNPRIVILEGED.length) await execFileP("chown", ["65534:65534", cache]);
+    await execFileP(...unprivileged([bin, "preload"]), { cwd: app, env: { PATH: prodEnv().PATH, NODE_COMPILE_CACHE: cache }, timeout: 60_000 });
+    // Node writes its cache files 0600: without this, the user could not read them once root owns them.
+    await execFileP(...unprivileged(["chmod", "-R", "a+rX,a-w", cache]));
+    if (AS_UNPRIVILEGED.length) await execFileP("chown", ["-R", "0:0", cache]);
+
+    let server: CliServer | undefined;
+    try {
+      server = await startCliServer([...AS_UNPRIVILEGED, bin, "serve"], {
+        ...prodEnv(),
+        ADDR: "127.0.0.1:0",
+        MIGRATE_ON_START: "false",
+        NODE_COMPILE_CACHE: cache,
+        NODE_DEBUG_NATIVE: "COMPILE_CACHE",
+      }, { cwd: app });
+      expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
+      const accepted = (server.output().match(/V8 code cache for ESM \S+ was accepted/g) ?? []).length;
+      const installed = join(app, "node_modules", "tenant-registry", "dist", "src");
+      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/app.js was accepted`);
+      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/transport/grpc-unary.js was accepted`);
+      expect(accepted).toBeGreaterThan(300);
+      expect(server.output()).not.toMatch(/code cache for \S+ was rejected/);
+      expect(await server.stop()).toBe(0);
+    } finally {
+      await server?.stop();
+    }
+  });
 });
 
 /** The command line, run as the unprivileged user. */
