@@ -99,7 +99,8 @@ async function singleMessage<T>(body: Uint8Array, readMaxBytes: number, compress
     const length = view.getUint32(offset + 1);
     if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
     if (body.byteLength - offset - 5 < length) {
-      incomplete = true;
+      // connect's decoder takes the header off its buffer first: a header alone is not "incomplete" to it.
+      incomplete = body.byteLength - offset - 5 > 0;
       break;
     }
     envelopes.push({ flags, data: body.subarray(offset + 5, offset + 5 + length) });

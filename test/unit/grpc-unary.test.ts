@@ -55,6 +55,8 @@ const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] =
   { name: "an empty body", headers: {}, body: Buffer.alloc(0) },
   { name: "a body shorter than an envelope header", headers: {}, body: grpcBody("acme").subarray(0, 3) },
   { name: "a truncated envelope", headers: {}, body: grpcBody("acme").subarray(0, 7) },
+  { name: "an envelope header without its message", headers: {}, body: grpcBody("acme").subarray(0, 5) },
+  { name: "a message and a second envelope header without its message", headers: {}, body: Buffer.concat([grpcBody("acme"), grpcBody("acme").subarray(0, 5)]) },
   { name: "a message and a truncated second envelope", headers: {}, body: Buffer.concat([grpcBody("acme"), grpcBody("acme").subarray(0, 7)]) },
   { name: "two messages", headers: {}, body: Buffer.concat([grpcBody("acme"), grpcBody("acme")]) },
   { name: "a message and an undecodable second one", headers: {}, body: Buffer.concat([grpcBody("acme"), envelope(Buffer.from([0x0a, 0x7f, 0x01]))]) },
