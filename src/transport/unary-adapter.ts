@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import type { WholeUnaryAnswer } from "./unary-call.js";
 import { wholeUnaryFor, type WholeUnaryHandlers } from "./whole-unary.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -129,8 +130,8 @@ function lengthAgrees(req: NodeRequest, body: Buffer): boolean {
   return length === undefined || Number(length) === body.length;
 }
 
-/** An answer whose body is one buffer; gRPC's status travels in `trailer`, Connect and gRPC-Web carry theirs in headers or the body. */
-type Answer = { readonly status: number; readonly header?: Headers | undefined; readonly body: Uint8Array; readonly trailer?: Headers | undefined };
+/** An answer whose body is one buffer, as the whole-body handlers give it; connect's universal answers may have no header. */
+type Answer = Omit<WholeUnaryAnswer, "header"> & { readonly header?: Headers | undefined };
 
 function writeAnswer(answer: Answer, res: NodeResponse): void {
   res.statusCode = answer.status;

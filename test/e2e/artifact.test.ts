@@ -111,12 +111,7 @@ describe("the packed artifact (make dist)", () => {
 
     let server: CliServer | undefined;
     try {
-      server = await startCliServer([...AS_UNPRIVILEGED, bin, "serve"], {
-        ...prodEnv(),
-        ADDR: "127.0.0.1:0",
-        METRICS_ADDR: "127.0.0.1:0",
-        MIGRATE_ON_START: "false",
-      }, { cwd: app });
+      server = await serveInstalled({ METRICS_ADDR: "127.0.0.1:0" });
       expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
       // The installed command runs Node with its shebang's flags (src/main.ts: the young-generation cap).
       if (process.platform === "linux") {
@@ -159,13 +154,7 @@ describe("the packed artifact (make dist)", () => {
 
     let server: CliServer | undefined;
     try {
-      server = await startCliServer([...AS_UNPRIVILEGED, bin, "serve"], {
-        ...prodEnv(),
-        ADDR: "127.0.0.1:0",
-        MIGRATE_ON_START: "false",
-        NODE_COMPILE_CACHE: cache,
-        NODE_DEBUG_NATIVE: "COMPILE_CACHE",
-      }, { cwd: app });
+      server = await serveInstalled({ NODE_COMPILE_CACHE: cache, NODE_DEBUG_NATIVE: "COMPILE_CACHE" });
       expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
       const accepted = (server.output().match(/V8 code cache for ESM \S+ was accepted/g) ?? []).length;
       const installed = join(app, "node_modules", "tenant-registry", "dist", "src");
@@ -179,6 +168,11 @@ describe("the packed artifact (make dist)", () => {
     }
   });
 });
+
+/** `serve` from the read-only install, as the unprivileged user, after the init container's migrations. */
+function serveInstalled(env: Record<string, string>): Promise<CliServer> {
+  return startCliServer([...AS_UNPRIVILEGED, bin, "serve"], { ...prodEnv(), ADDR: "127.0.0.1:0", MIGRATE_ON_START: "false", ...env }, { cwd: app });
+}
 
 /** The command line, run as the unprivileged user. */
 function unprivileged(argv: readonly string[]): [string, string[]] {

@@ -8,7 +8,7 @@ import { createLogger } from "../../src/logger.js";
 import { createClientFaultGate, strictUtf8Decoder } from "../../src/transport/client-faults.js";
 import { DEFAULT_LIMITS, listen, type Listening, type RequestHandler } from "../../src/transport/server.js";
 import { serveUnary, takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
-import type { WholeUnaryHandler } from "../../src/transport/unary-call.js";
+import type { WholeUnaryHandler, WholeUnaryRequest } from "../../src/transport/unary-call.js";
 import { createWholeUnaryHandlers, type WholeUnaryHandlers } from "../../src/transport/whole-unary.js";
 
 // One RPC served three ways, so that tests can hold the lean paths to connect-node's own
@@ -94,4 +94,9 @@ export async function startUnaryServers(): Promise<UnaryServers> {
       await Promise.all([lean.close(100), generic.close(100), reference.close(100)]);
     },
   };
+}
+
+/** A call handed straight to a whole-body handler, as the lean adapter hands it on. */
+export function wholeCall(contentType: string, body: Uint8Array): WholeUnaryRequest {
+  return { url: `http://localhost${PATH}`, header: new Headers({ "content-type": contentType }), body, signal: new AbortController().signal, contextValues: createContextValues() };
 }

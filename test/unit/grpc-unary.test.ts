@@ -1,7 +1,7 @@
 import http2 from "node:http2";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -11,7 +11,7 @@ import {
   type GetTenantBySlugResponse,
 } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createWholeUnaryHandlers } from "../../src/transport/whole-unary.js";
-import { aborted, implementationSpec, options, PATH, READ_MAX, startUnaryServers, wholeCalls, type UnaryServers } from "../support/unary-servers.js";
+import { aborted, implementationSpec, options, PATH, READ_MAX, startUnaryServers, wholeCall, wholeCalls, type UnaryServers } from "../support/unary-servers.js";
 import { envelope, h2Post, type RawAnswer } from "../support/wire.js";
 
 let servers: UnaryServers;
@@ -168,13 +168,7 @@ describe("the gRPC unary handlers", () => {
   it("end a call in flight with the router's shutdown reason", async () => {
     const shutdown = new AbortController();
     const handlers = createWholeUnaryHandlers([implementationSpec()], { ...options, shutdownSignal: shutdown.signal });
-    const answer = handlers.get(PATH)!.grpc!({
-      url: `http://localhost${PATH}`,
-      header: new Headers({ "content-type": "application/grpc" }),
-      body: grpcBody("hold-shutdown"),
-      signal: new AbortController().signal,
-      contextValues: createContextValues(),
-    });
+    const answer = handlers.get(PATH)!.grpc!(wholeCall("application/grpc", grpcBody("hold-shutdown")));
     setTimeout(() => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)), 20);
     const bounded = await Promise.race([answer, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000))]);
     expect(bounded?.status).toBe(200);
@@ -187,13 +181,7 @@ describe("the gRPC unary handlers", () => {
     const spec = implementationSpec();
     const method = spec.methods.getTenantBySlug!;
     const throwsUndefined = { ...spec, methods: { getTenantBySlug: { ...method, impl: () => Promise.reject(undefined) } } } as typeof spec;
-    const answer = await createWholeUnaryHandlers([throwsUndefined], options).get(PATH)!.grpc!({
-      url: `http://localhost${PATH}`,
-      header: new Headers({ "content-type": "application/grpc" }),
-      body: grpcBody("acme"),
-      signal: new AbortController().signal,
-      contextValues: createContextValues(),
-    });
+    const answer = await createWholeUnaryHandlers([throwsUndefined], options).get(PATH)!.grpc!(wholeCall("application/grpc", grpcBody("acme")));
     expect(answer.trailer?.get("grpc-status")).toBe(String(Code.Internal));
   });
 });

@@ -2,7 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createConnectRouter, createContextValues } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createConnectRouter } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GetTenantBySlugRequestSchema, TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -11,7 +11,7 @@ import { createTlsTermination } from "../../src/transport/tls.js";
 import { takesUnaryAdapter } from "../../src/transport/unary-adapter.js";
 import { createWholeUnaryHandlers } from "../../src/transport/whole-unary.js";
 import { createTestPki } from "../support/certificates.js";
-import { aborted, implementationSpec, leanHandler, logger, options, PATH, READ_MAX, routes, startUnaryServers, wholeCalls, type UnaryServers } from "../support/unary-servers.js";
+import { aborted, implementationSpec, leanHandler, logger, options, PATH, READ_MAX, routes, startUnaryServers, wholeCall, wholeCalls, type UnaryServers } from "../support/unary-servers.js";
 import { h2Post } from "../support/wire.js";
 
 let servers: UnaryServers;
@@ -197,13 +197,7 @@ describe("the Connect unary handlers", () => {
   it("end a call in flight with the router's shutdown reason", async () => {
     const shutdown = new AbortController();
     const handlers = createWholeUnaryHandlers([implementationSpec()], { ...options, shutdownSignal: shutdown.signal });
-    const answer = handlers.get(PATH)!.connect!({
-      url: `http://localhost${PATH}`,
-      header: new Headers({ "content-type": "application/json" }),
-      body: json({ slug: "hold-shutdown" }),
-      signal: new AbortController().signal,
-      contextValues: createContextValues(),
-    });
+    const answer = handlers.get(PATH)!.connect!(wholeCall("application/json", json({ slug: "hold-shutdown" })));
     setTimeout(() => shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable)), 20);
     const bounded = await Promise.race([answer, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000))]);
     expect(bounded?.status).toBe(503);
