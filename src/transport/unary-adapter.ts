@@ -138,12 +138,15 @@ function writeAnswer(answer: Answer, res: NodeResponse): void {
   answer.header?.forEach((value, name) => {
     res.setHeader(name, value);
   });
-  if (answer.trailer) {
-    const trailers: Record<string, string> = {};
-    answer.trailer.forEach((value, name) => (trailers[name] = value));
-    res.addTrailers(trailers);
-  }
-  res.end(answer.body);
+  if (!answer.trailer) return void res.end(answer.body);
+  const trailers: Record<string, string> = {};
+  answer.trailer.forEach((value, name) => (trailers[name] = value));
+  res.addTrailers(trailers);
+  if ("stream" in res) return void res.end(answer.body);
+  // HTTP/1.1 carries trailers only after a chunked body: end(body) would declare a
+  // content-length and drop them, and with them a gRPC call's status.
+  res.write(answer.body);
+  res.end();
 }
 
 async function writeResponse(uRes: UniversalServerResponse, res: NodeResponse): Promise<void> {

@@ -1,3 +1,4 @@
+import http from "node:http";
 import http2 from "node:http2";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
@@ -25,6 +26,22 @@ afterAll(async () => {
 const message = (slug: string) => Buffer.from(toBinary(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug })));
 const grpcBody = (slug: string) => envelope(message(slug));
 const jsonBody = (slug: string) => envelope(Buffer.from(toJsonString(GetTenantBySlugRequestSchema, create(GetTenantBySlugRequestSchema, { slug }))));
+
+// gRPC over HTTP/1.1 is rare but legal: the status comes in trailers of a chunked body.
+function h1Call(port: number, headers: Record<string, string>, body: Buffer): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method: "POST", path: PATH, headers: { "content-type": "application/grpc", te: "trailers", ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const flat = (h: NodeJS.Dict<string | string[]>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, String(v)]));
+        resolve({ status: res.statusCode!, headers: { ":status": String(res.statusCode), ...flat(res.headers) }, trailers: flat(res.trailers), body: Buffer.concat(chunks) });
+      });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 
 async function call(port: number, headers: Record<string, string>, body: Buffer): Promise<RawAnswer> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
@@ -78,6 +95,17 @@ const CASES: { name: string; headers: Record<string, string>; body: Buffer }[] =
 ];
 
 describe("gRPC unary calls with the whole-body handlers answer as connect-node's own adapter does", () => {
+  it.each(CASES)("$name, over HTTP/1.1 with the status in trailers", async ({ headers, body }) => {
+    const [theirs, ...mine] = await Promise.all([servers.reference, servers.lean, servers.generic].map((s) => h1Call(s.port, headers, body)));
+    expect(theirs!.trailers["grpc-status"] ?? theirs!.headers["grpc-status"]).toBeDefined();
+    for (const [i, answer] of mine.entries()) {
+      const which = i === 0 ? "with the whole-body handlers" : "through the router's handler";
+      expect(pick(answer.headers), which).toEqual(pick(theirs!.headers));
+      expect(pick(answer.trailers), which).toEqual(pick(theirs!.trailers));
+      expect(unwrap(answer), which).toBe(unwrap(theirs!));
+    }
+  });
+
   it.each(CASES)("$name", async ({ headers, body }) => {
     const [theirs, ...mine] = await Promise.all([servers.reference, servers.lean, servers.generic].map((s) => call(s.port, headers, body)));
     for (const [i, answer] of mine.entries()) {
