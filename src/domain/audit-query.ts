@@ -235,10 +235,6 @@ export function validateAuditEventInput(
 
 const INSTANT = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z$/;
 
-export function isInstant(value: string): boolean {
-  return INSTANT.test(value) && !Number.isNaN(Date.parse(value));
-}
-
 /** A Date as an Instant (its microseconds are zero). */
 export function toInstant(date: Date): Instant {
   return `${date.toISOString().slice(0, 23)}000Z`;
@@ -256,11 +252,47 @@ export function instantFromEpoch(seconds: bigint, nanos: number): Instant | null
   return `${iso.slice(0, 19)}.${String(Math.floor(nanos / 1000)).padStart(6, "0")}Z`;
 }
 
-/** An Instant as seconds and nanoseconds since the epoch, exactly. */
+/**
+ * An Instant as seconds and nanoseconds since the epoch, exactly. Exports convert
+ * one per event: the fields are read from their fixed places and the days counted
+ * in integers (a Date.parse per event was 3 % of an export's CPU); a field out of
+ * range goes the Date.parse way, so the two never disagree.
+ */
 export function instantToEpoch(instant: Instant): { seconds: bigint; nanos: number } {
-  const m = INSTANT.exec(instant);
-  if (!m) throw new TypeError(`not an instant: ${instant}`);
-  return { seconds: BigInt(Date.parse(`${m[1]}Z`) / 1000), nanos: Number(m[2]) * 1000 };
+  if (!INSTANT.test(instant)) throw new TypeError(`not an instant: ${instant}`);
+  const year = digits(instant, 0, 4);
+  const month = digits(instant, 5, 2);
+  const day = digits(instant, 8, 2);
+  const hour = digits(instant, 11, 2);
+  const minute = digits(instant, 14, 2);
+  const second = digits(instant, 17, 2);
+  const nanos = digits(instant, 20, 6) * 1000;
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59 || second > 59) {
+    return { seconds: BigInt(Date.parse(`${instant.slice(0, 19)}Z`) / 1000), nanos };
+  }
+  const seconds = daysFromCivil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+  return { seconds: BigInt(seconds), nanos };
+}
+
+function digits(s: string, from: number, count: number): number {
+  let n = 0;
+  for (let i = from; i < from + count; i++) n = n * 10 + (s.charCodeAt(i) - 48);
+  return n;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month !== 2) return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+  return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+function daysFromCivil(year: number, month: number, day: number): number {
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yearOfEra = y - era * 400;
+  const dayOfYear = Math.floor((153 * (month > 2 ? month - 3 : month + 9) + 2) / 5) + day - 1;
+  const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear;
+  return era * 146_097 + dayOfEra - 719_468;
 }
 
 // ---- Filters of ListAuditEvents / ExportAuditEvents ----
