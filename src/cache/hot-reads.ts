@@ -1,9 +1,11 @@
-import { findApiKeysByPrefix, findApiKeyTenantId, type ApiKeyForVerification } from "../db/queries/api-keys.js";
+import { findApiKeysByPrefixes, findApiKeyTenantId, type ApiKeyForVerification } from "../db/queries/api-keys.js";
 import { findEnabledIdpConfigByDomain } from "../db/queries/idp.js";
-import { findTenantRecord, type Db } from "../db/queries/tenants.js";
+import { findTenantRecords, type Db } from "../db/queries/tenants.js";
 import type { EntitlementFacts, TenantRecord } from "../domain/entitlement.js";
+import { isUuid } from "../domain/ids.js";
 import type { IdpConfig } from "../domain/idp.js";
-import { PRODUCT_CODES, type ProductCode, type Tenant } from "../domain/tenant.js";
+import { PRODUCT_CODES, SLUG_PATTERN, type ProductCode, type Tenant } from "../domain/tenant.js";
+import { batchLookup } from "./batch.js";
 import { cacheKey, type CacheKey } from "./change-notice.js";
 import type { CacheNote, Loaded, Put, ReadCache } from "./read-cache.js";
 
@@ -79,7 +81,10 @@ export type IdpRoute = { readonly config: IdpConfig; readonly tenant: CachedTena
 /**
  * The hot reads, each answered from the read-through cache when it can be:
  * one query on a miss (ResolveIdp: two), none on a hit. When the cache is not
- * serving (off, or its listener down) each is exactly its queries.
+ * serving (off, or its listener down) each is exactly its queries. Tenants by
+ * id or slug and keys by prefix that miss in the same turn of the event loop
+ * share one statement (batchLookup); a slug or id that cannot exist (the
+ * schema's CHECK, a UUID) is answered as missing without asking PostgreSQL.
  */
 export type HotReads = {
   tenantById(id: string, note?: CacheNote): Promise<CachedTenant | null>;
@@ -95,21 +100,48 @@ export type HotReads = {
 
 const NO_KEYS: readonly KeyWithTenant[] = Object.freeze([]);
 
+type KeyRow = Awaited<ReturnType<typeof findApiKeysByPrefixes>>[number];
+
 export function createHotReads(db: Db, cache: ReadCache): HotReads {
+  const recordsById = batchLookup(async (ids: readonly string[]) => {
+    const records = await findTenantRecords(db, { ids });
+    return new Map(records.map((record) => [record.id, record]));
+  }, null);
+  const recordsBySlug = batchLookup(async (slugs: readonly string[]) => {
+    const records = await findTenantRecords(db, { slugs });
+    return new Map(records.map((record) => [record.slug, record]));
+  }, null);
+  const NO_ROWS: readonly KeyRow[] = Object.freeze([]);
+  const keyRowsByPrefix = batchLookup(async (prefixes: readonly string[]) => {
+    const rows = new Map<string, KeyRow[]>();
+    const answer = (prefix: string | null, row: KeyRow) => {
+      if (prefix === null) return;
+      const list = rows.get(prefix);
+      if (list) list.push(row);
+      else rows.set(prefix, [row]);
+    };
+    // A row answers the prefix it holds now and the one it held before a rotation.
+    for (const row of await findApiKeysByPrefixes(db, prefixes)) {
+      answer(row.key.prefix, row);
+      if (row.key.previousPrefix !== row.key.prefix) answer(row.key.previousPrefix, row);
+    }
+    return rows;
+  }, NO_ROWS);
+
   // Loaders are made once, here, so that a cache hit allocates no closure.
   const loadTenantById = async (id: string): Promise<Loaded<CachedTenant>> => {
-    const record = await findTenantRecord(db, { id });
+    const record = isUuid(id) ? await recordsById(id) : null;
     return { value: record && new CachedTenant(record), tenantId: record?.id };
   };
   const loadTenantBySlug = async (slug: string, put: Put): Promise<Loaded<CachedTenant>> => {
-    const record = await findTenantRecord(db, { slug });
+    const record = SLUG_PATTERN.test(slug) ? await recordsBySlug(slug) : null;
     if (!record) return { value: null, tenantId: undefined };
     const byId = cacheKey.tenant(record.id);
     const tenant = put(byId, { value: new CachedTenant(record), tenantId: record.id })!;
     return { value: tenant, tenantId: tenant.id, dependsOn: [byId] };
   };
   const loadApiKeys = async (prefix: string, put: Put): Promise<Loaded<readonly KeyWithTenant[]>> => {
-    const rows = await findApiKeysByPrefix(db, prefix);
+    const rows = await keyRowsByPrefix(prefix);
     if (rows.length === 0) return { value: NO_KEYS, tenantId: undefined };
     const keys = rows.map(({ key, tenant }): KeyWithTenant => {
       const cached = put(cacheKey.tenant(tenant.id), { value: new CachedTenant(tenant), tenantId: tenant.id })!;
@@ -121,7 +153,7 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
   };
   const loadIdpRoute = async (domain: string): Promise<Loaded<IdpRoute>> => {
     const config = await findEnabledIdpConfigByDomain(db, domain);
-    const record = config && (await findTenantRecord(db, { id: config.tenantId }));
+    const record = config && (await recordsById(config.tenantId));
     if (!config || !record) return { value: null, tenantId: undefined };
     return { value: { config, tenant: new CachedTenant(record) }, tenantId: record.id, dependsOn: [cacheKey.tenant(record.id)] };
   };

@@ -5,7 +5,7 @@ import { createReadCache } from "../../src/cache/read-cache.js";
 import { DEFAULT_CACHE_SETTINGS } from "../../src/config.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { createLogger } from "../../src/logger.js";
-import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
+import { findApiKeysByPrefixes } from "../../src/db/queries/api-keys.js";
 import { generateApiKeyToken, tokenMatchesHash } from "../../src/domain/api-key.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
@@ -32,7 +32,7 @@ describe("verification rows as the cache keeps them", () => {
        VALUES ($1, 'pool', $2, $3, $4, $5, now() + interval '1 hour')`,
       [tenant.id, current.prefix, current.hash, previous.prefix, previous.hash],
     );
-    const [row] = await findApiKeysByPrefix(pool, current.prefix);
+    const [row] = await findApiKeysByPrefixes(pool, [current.prefix]);
     expect([row!.key.secretHash, row!.key.previousSecretHash]).toEqual([current.hash.toString("base64"), previous.hash.toString("base64")]);
     expect(tokenMatchesHash(current.token, row!.key.secretHash)).toBe(true);
     expect(tokenMatchesHash(previous.token, row!.key.previousSecretHash!)).toBe(true);

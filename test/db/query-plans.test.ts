@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { listAuditEvents } from "../../src/db/queries/audit.js";
-import { listTenants } from "../../src/db/queries/tenants.js";
+import { findApiKeysByPrefixes } from "../../src/db/queries/api-keys.js";
+import { findTenantRecords, listTenants } from "../../src/db/queries/tenants.js";
 import type { AuditFilter } from "../../src/domain/audit-query.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 
@@ -57,6 +58,14 @@ const unfiltered: AuditFilter = {
 };
 
 describe("query plans at scale", () => {
+  it("the batched hot reads find their rows through the unique indexes, however many keys a batch holds", async () => {
+    expect(await indexesUsedBy((db) => findTenantRecords(db, { slugs: ["plan-1", "plan-2"] }))).toContain("tenants_slug_key");
+    expect(await indexesUsedBy((db) => findTenantRecords(db, { ids: [tenant] }))).toContain("tenants_pkey");
+    expect(await indexesUsedBy((db) => findApiKeysByPrefixes(db, ["trk_aaaaaaaaaaaa", "trk_bbbbbbbbbbbb"]))).toEqual(
+      expect.arrayContaining(["api_keys_prefix_key", "api_keys_previous_prefix_key"]),
+    );
+  });
+
   it("ListTenants' text query can use the trigram indexes on slug and name", async () => {
     // Bitmap scans only: at 3,000 rows walking tenants_slug_key in order is cheaper, at 1M it is not.
     const used = await indexesUsedBy((c) => listTenants(c, { query: "no_such%company" }, undefined, 51), true);

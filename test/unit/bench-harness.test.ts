@@ -1,7 +1,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ExportAuditEventsResponseSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { findApiKeysByPrefix } from "../../src/db/queries/api-keys.js";
+import { findApiKeysByPrefixes } from "../../src/db/queries/api-keys.js";
 import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../src/db/queries/tenants.js";
 import { loadBenchConfig } from "../bench/harness/config.js";
@@ -31,7 +31,7 @@ describe("bench harness pieces (no timings)", () => {
     for (const statement of [
       await captureStatement("t", (db) => findTenantBySlug(db, "acme")),
       await captureStatement("e", (db) => findEntitlementFacts(db, { slug: "acme" }, "certifai")),
-      await captureStatement("k", (db) => findApiKeysByPrefix(db, "trk_abcdefabcdef")),
+      await captureStatement("k", (db) => findApiKeysByPrefixes(db, ["trk_abcdefabcdef"])),
     ]) {
       expect(statement.text).toMatch(/^\s*SELECT/);
       expect(statement.text).not.toContain("$slonik_");

@@ -6,7 +6,7 @@ import { tenantRecordColumns, tenantRecordRow, toTenantRecord, type Db } from ".
 
 /*
  * Metadata reads never select secret_hash or previous_secret_hash: only the
- * verification lookup (findApiKeysByPrefix) sees hashes, and nothing ever sees
+ * verification lookup (findApiKeysByPrefixes) sees hashes, and nothing ever sees
  * a secret, which is not stored at all.
  */
 const apiKeyRow = z.object({
@@ -193,25 +193,27 @@ export type ApiKeyForVerification = {
 };
 
 /**
- * The hot path of VerifyApiKey: one statement through the two unique prefix
- * indexes (a BitmapOr), joined to the tenant by primary key, with all the
- * tenant's grants (from the (tenant_id, product) index). Usually one row; more
- * only if a prefix were both one key's current and another's previous prefix,
- * which the writers prevent.
+ * The hot path of VerifyApiKey, for every prefix asked at once (the hot reads
+ * batch the lookups that arrive together): one statement through the two
+ * unique prefix indexes (a BitmapOr), joined to the tenant by primary key, with
+ * all the tenant's grants (from the (tenant_id, product) index). Each row
+ * answers the prefixes it holds as its current or previous one; a prefix is
+ * usually one row, more only if it were both one key's current and another's
+ * previous prefix, which the writers prevent.
  */
-export async function findApiKeysByPrefix(
+export async function findApiKeysByPrefixes(
   db: Db,
-  prefix: string,
+  prefixes: readonly string[],
 ): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
   // A named prepared statement: planned once per connection, not per call.
-  const rows = await db.any(sql.prepared("api_key_record_by_prefix", verificationRow)`
+  const rows = await db.any(sql.prepared("api_key_records_by_prefix", verificationRow)`
     SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
            k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
            k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
            ${tenantRecordColumns}
     FROM api_keys k
     JOIN tenants t ON t.id = k.tenant_id
-    WHERE k.prefix = ${prefix} OR k.previous_prefix = ${prefix}`);
+    WHERE k.prefix = ANY(${sql.array(prefixes, "text")}) OR k.previous_prefix = ANY(${sql.array(prefixes, "text")})`);
   return rows.map((row) => ({
     key: {
       id: row.key_id,

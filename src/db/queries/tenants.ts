@@ -60,14 +60,26 @@ export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantReco
   };
 }
 
-/** A tenant and all its grants, by id or slug: what the hot reads cache. null when there is none. */
-export async function findTenantRecord(db: Db, by: { readonly id: string } | { readonly slug: string }): Promise<TenantRecord | null> {
-  // Named prepared statements: planned once per connection.
-  const row =
-    "id" in by
-      ? await db.maybeOne(sql.prepared("tenant_record_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ${by.id}`)
-      : await db.maybeOne(sql.prepared("tenant_record_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ${by.slug}`);
-  return row && toTenantRecord(row);
+/**
+ * Tenants and all their grants, by ids or by slugs, in one statement however
+ * many are asked: the hot reads batch the lookups that arrive together. One
+ * named prepared statement per kind (an array parameter, so the text never
+ * changes), planned once per connection; a tenant that does not exist is
+ * absent from the answer.
+ */
+export async function findTenantRecords(
+  db: Db,
+  by: { readonly ids: readonly string[] } | { readonly slugs: readonly string[] },
+): Promise<TenantRecord[]> {
+  const rows =
+    "ids" in by
+      ? await db.any(
+          sql.prepared("tenant_records_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ANY(${sql.array(by.ids, "uuid")})`,
+        )
+      : await db.any(
+          sql.prepared("tenant_records_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ANY(${sql.array(by.slugs, "text")})`,
+        );
+  return rows.map(toTenantRecord);
 }
 
 /** A tenant's own columns, as the domain names them (everything but its products). */

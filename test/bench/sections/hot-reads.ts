@@ -10,7 +10,7 @@ import {
   VerifyApiKeyRequestSchema,
 } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { parseApiKeyToken } from "../../../src/domain/api-key.js";
-import { findApiKeysByPrefix } from "../../../src/db/queries/api-keys.js";
+import { findApiKeysByPrefixes } from "../../../src/db/queries/api-keys.js";
 import { findEntitlementFacts } from "../../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../../src/db/queries/tenants.js";
 import { ACME } from "../../../src/db/seed.js";
@@ -119,7 +119,7 @@ export const hotReadsSection: BenchSection = {
     const statements = {
       "/tenant": await captureStatement("tenant_by_slug", (db) => findTenantBySlug(db, ACME.slug)),
       "/entitlement": await captureStatement("entitlement", (db) => findEntitlementFacts(db, { slug: ACME.slug }, "certifai")),
-      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefix(db, prefix)),
+      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefixes(db, [prefix])),
     };
     const fixed = await ctx.processes.start({ name: "(a) node:http fixed JSON", script: "dist/test/bench/servers/fixed-json.js", cpu: config.serverCpu });
     const rawPg = await ctx.processes.start({
