@@ -11,7 +11,7 @@
 // them, run `node <flags> dist/src/main.js`.
 import module from "node:module";
 import { ConfigError, loadConfig } from "./config.js";
-import { createLogger } from "./logger.js";
+import { createLogger, createStdoutDestination } from "./logger.js";
 import { TRACING_OFF } from "./observability/tracing.js";
 
 // The commands are imported only after tracing has started: the pg
@@ -52,7 +52,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case "serve": {
       const tracing =
         config.tracing.endpoint === undefined ? TRACING_OFF : (await import("./observability/tracing-sdk.js")).startTracing(config.tracing);
-      const logger = createLogger(config.logLevel, undefined, { traceIds: tracing.tracer !== undefined });
+      const logger = createLogger(config.logLevel, createStdoutDestination(), { traceIds: tracing.tracer !== undefined });
       const { serve } = await import("./cli/serve.js");
       await serve(config, logger, stopSignal(logger), tracing);
       return 0;
