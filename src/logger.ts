@@ -9,9 +9,22 @@ export type { Logger };
  * (Node's client-error objects carry the raw request as err.rawPacket).
  */
 export function createLogger(level: string, destination?: DestinationStream, options: { traceIds?: boolean } = {}): Logger {
+  // A destination that writes in blocks is flushed by every warning and error:
+  // the lines that explain a crash must not wait in a buffer the crash loses.
+  const flushSync = (destination as Partial<StdoutDestination> | undefined)?.flushSync?.bind(destination);
   return pino(
     {
       level,
+      ...(flushSync
+        ? {
+            hooks: {
+              logMethod(args, method, lineLevel) {
+                method.apply(this, args);
+                if (lineLevel >= WARN) flushSync();
+              },
+            },
+          }
+        : {}),
       // With tracing on, every line logged inside a call carries its trace id.
       ...(options.traceIds ? { mixin: () => { const traceId = activeTraceId(); return traceId ? { traceId } : {}; } } : {}),
       base: { service: "tenant-registry" },
@@ -25,21 +38,33 @@ export function createLogger(level: string, destination?: DestinationStream, opt
   );
 }
 
+const WARN = 40;
+
+export type StdoutDestination = DestinationStream & { flushSync(): void };
+
 /**
- * The service's stdout, written in blocks: a line waits until 4 KiB are buffered
- * or 100 ms have passed, and what is left goes out as the process exits (an
- * error that ends it included). One write(2) per line, pino's default, was ~10 %
- * of a hot call's server CPU under load (profiled: 7.8-8.2k against 8.8k
- * uncached calls/s with blocks). So a line reaches stdout within 100 ms, and only
- * a SIGKILL can lose lines: at most those 100 ms.
+ * The service's stdout, written in blocks: an info line waits until 4 KiB are
+ * buffered or 100 ms have passed; a warning or an error is written at once,
+ * with everything before it; what is left goes out as the process exits. One
+ * write(2) per line, pino's default, was ~10 % of a hot call's server CPU under
+ * load (profiled: 7.8-8.2k against 8.8k uncached calls/s with blocks). What a
+ * death without an exit event (SIGKILL, a V8 out-of-memory abort) can lose is
+ * the last 100 ms or 4 KiB of info lines: access lines, not explanations.
  */
-export function createStdoutDestination(): DestinationStream {
+export function createStdoutDestination(): StdoutDestination {
   const stdout = pino.destination({ dest: 1, sync: true, minLength: 4096, periodicFlush: 100 });
+  // pino stops writing on EPIPE; any other write error would otherwise throw from the flush timer.
+  let failed = false;
+  stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (failed) return;
+    failed = true;
+    process.stderr.write(`tenant-registry: writing the log to stdout failed (${error.code ?? error.message})\n`);
+  });
   process.on("exit", () => {
     try {
       stdout.flushSync();
     } catch {
-      // stdout is gone (EPIPE): there is nowhere left to write to.
+      // stdout is gone: there is nowhere left to write to.
     }
   });
   return stdout;

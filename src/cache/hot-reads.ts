@@ -130,7 +130,8 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
 
   // Loaders are made once, here, so that a cache hit allocates no closure.
   const loadTenantById = async (id: string): Promise<Loaded<CachedTenant>> => {
-    const record = isUuid(id) ? await recordsById(id) : null;
+    // The answers are keyed by the id as PostgreSQL spells it (lowercase).
+    const record = isUuid(id) ? await recordsById(id.toLowerCase()) : null;
     return { value: record && new CachedTenant(record), tenantId: record?.id };
   };
   const loadTenantBySlug = async (slug: string, put: Put): Promise<Loaded<CachedTenant>> => {

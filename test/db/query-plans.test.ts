@@ -1,6 +1,7 @@
 import { sql, type CommonQueryMethods, type QuerySqlToken } from "slonik";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import { MAX_BATCH_KEYS } from "../../src/cache/batch.js";
 import type { DatabasePool } from "../../src/db/pool.js";
 import { listAuditEvents } from "../../src/db/queries/audit.js";
 import { findApiKeysByPrefixes } from "../../src/db/queries/api-keys.js";
@@ -59,9 +60,10 @@ const unfiltered: AuditFilter = {
 
 describe("query plans at scale", () => {
   it("the batched hot reads find their rows through the unique indexes, however many keys a batch holds", async () => {
-    expect(await indexesUsedBy((db) => findTenantRecords(db, { slugs: ["plan-1", "plan-2"] }))).toContain("tenants_slug_key");
+    const slugs = Array.from({ length: MAX_BATCH_KEYS }, (_, i) => `plan-${i + 1}`);
+    expect(await indexesUsedBy((db) => findTenantRecords(db, { slugs }))).toContain("tenants_slug_key");
     expect(await indexesUsedBy((db) => findTenantRecords(db, { ids: [tenant] }))).toContain("tenants_pkey");
-    expect(await indexesUsedBy((db) => findApiKeysByPrefixes(db, ["trk_aaaaaaaaaaaa", "trk_bbbbbbbbbbbb"]))).toEqual(
+    expect(await indexesUsedBy((db) => findApiKeysByPrefixes(db, slugs.map((s) => `trk_${s.padEnd(12, "0").slice(0, 12)}`)))).toEqual(
       expect.arrayContaining(["api_keys_prefix_key", "api_keys_previous_prefix_key"]),
     );
   });

@@ -31,7 +31,8 @@ export async function startCliServer(
     stdout += String(chunk);
   });
   child.stderr!.on("data", (chunk) => (out += String(chunk)));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  // "close", not "exit": stdout may still hold what the process wrote as it exited.
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
