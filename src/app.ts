@@ -162,7 +162,7 @@ export function createApp({
   const changes = createChangeListener({ ...changeListener, connectionUri: db.configuration.connectionUri, logger });
   const cache = createReadCache(cacheSettings, changes, logger);
   metrics.watchCache(cache.stats, cache.onInvalidation);
-  const hot = createHotReads(db, cache);
+  const hot = createHotReads(db, cache, metrics.hotLookupsBatched);
   const deps: ServiceDeps = { db, logger, appEnv, clock, shutdownSignal: shutdown.signal, metrics, changes: { committed: cache.apply }, hot };
   const usage = createApiKeyUsageTracker(deps);
   const verifyKey = createApiKeyVerifier(deps, usage);

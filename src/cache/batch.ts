@@ -17,13 +17,19 @@ export const MAX_BATCH_KEYS = 128;
  * are gathered until the event loop has run every callback that was ready
  * (setImmediate), so an idle server waits no longer than that one turn.
  *
- * `fetch` answers the keys it found; the others get `missing`. Keys must be
+ * `fetch` answers the keys it found; the others get `missing`; `sent` hears how
+ * many keys each statement carries (for metrics). Keys must be
  * values the statement can take (callers check them first): one key
  * PostgreSQL rejects would fail every lookup batched with it.
  */
-export function batchLookup<K, V>(fetch: (keys: readonly K[]) => Promise<ReadonlyMap<K, V>>, missing: V): (key: K) => Promise<V> {
+export function batchLookup<K, V>(
+  fetch: (keys: readonly K[]) => Promise<ReadonlyMap<K, V>>,
+  missing: V,
+  sent: (keys: number) => void = () => {},
+): (key: K) => Promise<V> {
   const loader = new DataLoader<K, V>(
     async (keys) => {
+      sent(keys.length);
       const found = await fetch(keys);
       return keys.map((key) => (found.has(key) ? found.get(key)! : missing));
     },

@@ -102,15 +102,26 @@ const NO_KEYS: readonly KeyWithTenant[] = Object.freeze([]);
 
 type KeyRow = Awaited<ReturnType<typeof findApiKeysByPrefixes>>[number];
 
-export function createHotReads(db: Db, cache: ReadCache): HotReads {
-  const recordsById = batchLookup(async (ids: readonly string[]) => {
-    const records = await findTenantRecords(db, { ids });
-    return new Map(records.map((record) => [record.id, record]));
-  }, null);
-  const recordsBySlug = batchLookup(async (slugs: readonly string[]) => {
-    const records = await findTenantRecords(db, { slugs });
-    return new Map(records.map((record) => [record.slug, record]));
-  }, null);
+/** The hot lookups that go to PostgreSQL in batches, as metrics name them. */
+export type BatchedLookup = "tenant_by_id" | "tenant_by_slug" | "api_key_by_prefix";
+
+export function createHotReads(db: Db, cache: ReadCache, batched: (lookup: BatchedLookup, keys: number) => void = () => {}): HotReads {
+  const recordsById = batchLookup(
+    async (ids: readonly string[]) => {
+      const records = await findTenantRecords(db, { ids });
+      return new Map(records.map((record) => [record.id, record]));
+    },
+    null,
+    (keys) => batched("tenant_by_id", keys),
+  );
+  const recordsBySlug = batchLookup(
+    async (slugs: readonly string[]) => {
+      const records = await findTenantRecords(db, { slugs });
+      return new Map(records.map((record) => [record.slug, record]));
+    },
+    null,
+    (keys) => batched("tenant_by_slug", keys),
+  );
   const NO_ROWS: readonly KeyRow[] = Object.freeze([]);
   const keyRowsByPrefix = batchLookup(async (prefixes: readonly string[]) => {
     const rows = new Map<string, KeyRow[]>();
@@ -126,7 +137,7 @@ export function createHotReads(db: Db, cache: ReadCache): HotReads {
       if (row.key.previousPrefix !== row.key.prefix) answer(row.key.previousPrefix, row);
     }
     return rows;
-  }, NO_ROWS);
+  }, NO_ROWS, (keys) => batched("api_key_by_prefix", keys));
 
   // Loaders are made once, here, so that a cache hit allocates no closure.
   const loadTenantById = async (id: string): Promise<Loaded<CachedTenant>> => {

@@ -117,6 +117,20 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
     }
   });
 
+  it("counts the keys each batched hot-lookup statement carried: every miss once", async () => {
+    const fresh = await Promise.all(Array.from({ length: 10 }, () => insertTenant(sql)));
+    const name = "tenant_registry_hot_lookup_batch_keys";
+    const before = (await scrape(server.baseUrl)).samples;
+    const grpc = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+    const answers = await Promise.all(fresh.map((t) => grpc.getTenant({ id: t.id })));
+    expect(answers.map((a) => a.tenant?.id)).toEqual(fresh.map((t) => t.id));
+    const after = (await scrape(server.baseUrl)).samples;
+    expect(delta(before, after, `${name}_sum`, { lookup: "tenant_by_id" })).toBe(10);
+    const statements = delta(before, after, `${name}_count`, { lookup: "tenant_by_id" });
+    expect(statements).toBeGreaterThanOrEqual(1);
+    expect(statements).toBeLessThanOrEqual(10);
+  });
+
   it("never labels a series with a tenant id, slug, key or user (bounded cardinality)", async () => {
     const connect = clientFor(TenantRegistryService, server.baseUrl, "connect-json-h1");
     const slug = uniqueSlug("card");
@@ -130,7 +144,7 @@ describe("GET /metrics counts exactly the calls made, by RPC, protocol and code"
     const { text, samples } = await scrape(server.baseUrl);
     for (const secret of [tenant.id, slug, key.secret, key.apiKey!.id, key.apiKey!.prefix]) expect(text).not.toContain(secret);
     // Only these label names exist on our series, each from a closed set of values.
-    const allowed = new Set(["service", "method", "protocol", "code", "reason", "state", "le"]);
+    const allowed = new Set(["service", "method", "protocol", "code", "reason", "state", "lookup", "le"]);
     const ours = samples.filter((s) => s.name.startsWith("tenant_registry_"));
     expect(ours.length).toBeGreaterThan(0);
     for (const s of ours) for (const label of Object.keys(s.labels)) expect(allowed, `${s.name} has label ${label}`).toContain(label);

@@ -6,7 +6,7 @@ import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
 import { findTenantBySlug } from "../../src/db/queries/tenants.js";
 import { loadBenchConfig } from "../bench/harness/config.js";
 import { countEvents } from "../bench/clients/export-readers.js";
-import { medianCell } from "../bench/harness/context.js";
+import { backendsUsed, medianCell } from "../bench/harness/context.js";
 import { Report } from "../bench/harness/report.js";
 import { Latencies } from "../bench/harness/stats.js";
 import { captureStatement } from "../bench/sections/hot-reads.js";
@@ -60,10 +60,19 @@ describe("bench harness pieces (no timings)", () => {
   });
 
   it("reports each figure's median over rounds, and sums the errors", () => {
-    const cell = (rps: number, cpu: number | undefined, failed: number) => ({ rps, p50: rps / 100, p99: rps / 10, cpuPerCall: cpu, rssBytes: 1e8, ok: 10, failed });
-    expect(medianCell([cell(300, 90, 0), cell(100, undefined, 1), cell(200, 70, 2)])).toEqual({
-      rps: 200, p50: 2, p99: 20, cpuPerCall: 80, rssBytes: 1e8, ok: 30, failed: 3,
+    const cell = (rps: number, cpu: number | undefined, failed: number) => ({
+      rps, p50: rps / 100, p99: rps / 10, cpuPerCall: cpu, pgCpuPerCall: cpu && cpu / 2, rssBytes: 1e8, ok: 10, failed,
     });
+    expect(medianCell([cell(300, 90, 0), cell(100, undefined, 1), cell(200, 70, 2)])).toEqual({
+      rps: 200, p50: 2, p99: 20, cpuPerCall: 80, pgCpuPerCall: 40, rssBytes: 1e8, ok: 30, failed: 3,
+    });
+  });
+
+  it("counts PostgreSQL's CPU over the backends of a cell: those that stayed, and those that connected during it", () => {
+    const before = new Map([[1, 1_000], [2, 5_000], [3, 700]]);
+    const after = new Map([[1, 1_600], [2, 5_000], [4, 250]]);
+    // 3 went away (its share is lost, as /proc no longer has it); 4 is new.
+    expect(backendsUsed(before, after)).toBe(600 + 0 + 250);
   });
 
   it("counts an export message's events without decoding them", () => {

@@ -68,6 +68,8 @@ export type CellResult = {
   readonly p99: number;
   /** Server CPU (user + system, all threads) per successful call, µs. */
   readonly cpuPerCall: number | undefined;
+  /** PostgreSQL's CPU (every backend of the cell's database) per successful call, µs; undefined without a database or /proc. */
+  readonly pgCpuPerCall: number | undefined;
   readonly rssBytes: number | undefined;
   readonly ok: number;
   readonly failed: number;
@@ -84,18 +86,32 @@ export function medianCell(rounds: readonly CellResult[]): CellResult {
     p50: of((c) => c.p50)!,
     p99: of((c) => c.p99)!,
     cpuPerCall: of((c) => c.cpuPerCall),
+    pgCpuPerCall: of((c) => c.pgCpuPerCall),
     rssBytes: of((c) => c.rssBytes),
     ok: rounds.reduce((n, c) => n + c.ok, 0),
     failed: rounds.reduce((n, c) => n + c.failed, 0),
   };
 }
 
-/** A warm-up run that is thrown away, then the measured run with the server's CPU read around it. */
-export async function measureCell(server: BenchProcess, load: (durationMs: number) => Promise<LoadResult>, config: BenchConfig): Promise<CellResult> {
+/** What PostgreSQL's backends of one database have used so far (BenchPostgres.backendCpu, bound to it). */
+export type DatabaseCpu = () => Promise<ReadonlyMap<number, number> | undefined>;
+
+/**
+ * A warm-up run that is thrown away, then the measured run with the server's CPU
+ * read around it, and PostgreSQL's for the database the server uses when given.
+ */
+export async function measureCell(
+  server: BenchProcess,
+  load: (durationMs: number) => Promise<LoadResult>,
+  config: BenchConfig,
+  database?: DatabaseCpu,
+): Promise<CellResult> {
   if (config.warmupMs > 0) await load(config.warmupMs);
+  const pgBefore = await database?.();
   const cpuBefore = server.cpuMicros();
   const result = await load(config.cellMs);
   const cpuAfter = server.cpuMicros();
+  const pgAfter = await database?.();
   const rssBytes = server.rssBytes();
   const { p50, p99 } = result.latencies.summary();
   return {
@@ -103,8 +119,16 @@ export async function measureCell(server: BenchProcess, load: (durationMs: numbe
     p50,
     p99,
     cpuPerCall: cpuBefore === undefined || cpuAfter === undefined || result.ok === 0 ? undefined : (cpuAfter - cpuBefore) / result.ok,
+    pgCpuPerCall: pgBefore === undefined || pgAfter === undefined || result.ok === 0 ? undefined : backendsUsed(pgBefore, pgAfter) / result.ok,
     rssBytes,
     ok: result.ok,
     failed: result.failed,
   };
+}
+
+/** CPU the backends used between two readings; a backend that connected in between counts from its start. */
+export function backendsUsed(before: ReadonlyMap<number, number>, after: ReadonlyMap<number, number>): number {
+  let used = 0;
+  for (const [pid, micros] of after) used += micros - (before.get(pid) ?? 0);
+  return used;
 }

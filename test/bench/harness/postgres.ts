@@ -5,6 +5,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { startEmbeddedPostgres } from "../../../src/db/embedded.js";
 import { connectWithRetry, listMigrationFiles, migrateUp, MIGRATIONS_DIR } from "../../../src/db/migrations.js";
+import { processCpuMicros } from "./processes.js";
 
 /**
  * The bench's PostgreSQL: embedded and started here unless BENCH_DATABASE_URL names
@@ -18,6 +19,12 @@ export type BenchPostgres = {
    */
   createDatabase(name: string, options?: { readonly throughMigration?: number }): Promise<string>;
   dropDatabase(url: string): Promise<void>;
+  /**
+   * CPU time so far (user + system, µs) of every backend connected to `url`'s
+   * database, by pid. Read from /proc, so only for a PostgreSQL on this machine:
+   * undefined for one elsewhere.
+   */
+  backendCpu(url: string): Promise<ReadonlyMap<number, number> | undefined>;
   /** Drops every database still open, stops the embedded server, removes its files. */
   close(): Promise<void>;
 };
@@ -79,6 +86,22 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
       // FORCE: a server process killed mid-run may still hold a connection for a moment.
       await adminQuery(`DROP DATABASE IF EXISTS "${nameOf(url).replaceAll('"', '""')}" WITH (FORCE)`);
       created.delete(url);
+    },
+    async backendCpu(url) {
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [nameOf(url)]);
+        const cpu = new Map<number, number>();
+        for (const { pid } of rows) {
+          const micros = processCpuMicros(pid);
+          if (micros === undefined) return undefined;
+          cpu.set(pid, micros);
+        }
+        return cpu;
+      } finally {
+        await client.end();
+      }
     },
     async close() {
       for (const url of [...created]) {

@@ -174,23 +174,38 @@ export const hotReadsSection: BenchSection = {
 
     // Every cell of one read and concurrency, measured round after round in this order
     // (baselines interleaved with the app), then reported as medians.
-    type Measured = { readonly label: string; readonly server: BenchProcess; readonly load: (ms: number) => Promise<LoadResult>; readonly base?: "connect" | "grpc" };
+    type Measured = {
+      readonly label: string;
+      readonly server: BenchProcess;
+      readonly load: (ms: number) => Promise<LoadResult>;
+      readonly base?: "connect" | "grpc";
+      /** Whether the server asks PostgreSQL: then its cell also reads the database's CPU. */
+      readonly db?: true;
+    };
+    // Every server that queries uses this one database, and only the one under load is busy.
+    const databaseCpu = () => ctx.postgres.backendCpu(databaseUrl);
     for (const concurrency of config.concurrencies) {
       for (const read of reads) {
         const cells: Measured[] = [
           { label: "(a) node:http, fixed JSON", server: fixed, load: fixedLoad(concurrency) },
-          { label: "(b) node:http + pg, same SELECT", server: rawPg, load: rawPgLoad(read, concurrency) },
+          { label: "(b) node:http + pg, same SELECT", server: rawPg, load: rawPgLoad(read, concurrency), db: true },
           { label: "(c) bare connect-node, Connect JSON", server: bare, load: load(bare, read, "connect", concurrency), base: "connect" },
           { label: "(c) bare connect-node, gRPC", server: bare, load: load(bare, read, "grpc", concurrency), base: "grpc" },
         ];
         for (const [server, label] of [[cacheOn, "cache on"], [cacheOff, "cache off"]] as const) {
           for (const protocol of PROTOCOLS) {
-            cells.push({ label: `${protocol.label}, ${label}`, server, load: load(server, read, protocol.id, concurrency), base: protocol.id === "grpc" ? "grpc" : "connect" });
+            cells.push({
+              label: `${protocol.label}, ${label}`,
+              server,
+              load: load(server, read, protocol.id, concurrency),
+              base: protocol.id === "grpc" ? "grpc" : "connect",
+              db: true,
+            });
           }
         }
         const samples = cells.map((): CellResult[] => []);
         for (let round = 0; round < config.rounds; round++) {
-          for (const [i, cell] of cells.entries()) samples[i]!.push(await measureCell(cell.server, cell.load, config));
+          for (const [i, cell] of cells.entries()) samples[i]!.push(await measureCell(cell.server, cell.load, config, cell.db && databaseCpu));
         }
         const results = samples.map(medianCell);
         const [, b, cConnect, cGrpc] = results as [CellResult, CellResult, CellResult, CellResult];
@@ -206,7 +221,10 @@ export const hotReadsSection: BenchSection = {
   },
 };
 
-const COLUMNS = ["server / protocol", "req/s", "p50 ms", "p99 ms", "CPU µs/call", "RSS MB", "req/s ÷(b)", "req/s ÷(c)", "CPU ÷(b)", "CPU ÷(c)", "RSS ÷(c)", "errors"];
+const COLUMNS = [
+  "server / protocol", "req/s", "p50 ms", "p99 ms", "CPU µs/call", "PG µs/call", "RSS MB",
+  "req/s ÷(b)", "req/s ÷(c)", "CPU ÷(b)", "CPU ÷(c)", "PG ÷(b)", "RSS ÷(c)", "errors",
+];
 
 function row(label: string, cell: CellResult, b: CellResult, c: CellResult | undefined): Cell[] {
   return [
@@ -215,11 +233,13 @@ function row(label: string, cell: CellResult, b: CellResult, c: CellResult | und
     fmt.ms(cell.p50),
     fmt.ms(cell.p99),
     fmt.int(cell.cpuPerCall),
+    fmt.int(cell.pgCpuPerCall),
     fmt.mb(cell.rssBytes),
     fmt.ratio(cell.rps, b.rps),
     c ? fmt.ratio(cell.rps, c.rps) : "",
     fmt.ratio(cell.cpuPerCall, b.cpuPerCall),
     c ? fmt.ratio(cell.cpuPerCall, c.cpuPerCall) : "",
+    fmt.ratio(cell.pgCpuPerCall, b.pgCpuPerCall),
     c ? fmt.ratio(cell.rssBytes, c.rssBytes) : "",
     cell.failed,
   ];
