@@ -205,7 +205,8 @@ export async function findApiKeysByPrefixes(
   db: Db,
   prefixes: readonly string[],
 ): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
-  // A named prepared statement: planned once per connection, not per call.
+  // A named prepared statement: parsed once per connection. PostgreSQL still plans it per execution (a generic
+  // plan assumes ten keys and never wins over a custom one): see the closing note of issue 12.
   const rows = await db.any(sql.prepared("api_key_records_by_prefix", verificationRow)`
     SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
            k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,

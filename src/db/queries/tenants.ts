@@ -64,7 +64,8 @@ export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantReco
  * Tenants and all their grants, by ids or by slugs, in one statement however
  * many are asked: the hot reads batch the lookups that arrive together. One
  * named prepared statement per kind (an array parameter, so the text never
- * changes), planned once per connection; a tenant that does not exist is
+ * changes), parsed once per connection (planned per execution: a generic plan
+ * assumes ten keys and so never wins); a tenant that does not exist is
  * absent from the answer.
  */
 export async function findTenantRecords(
