@@ -101,28 +101,21 @@ export type HotReads = {
 const NO_KEYS: readonly KeyWithTenant[] = Object.freeze([]);
 
 type KeyRow = Awaited<ReturnType<typeof findApiKeysByPrefixes>>[number];
+const NO_ROWS: readonly KeyRow[] = Object.freeze([]);
 
 /** The hot lookups that go to PostgreSQL in batches, as metrics name them. */
 export type BatchedLookup = "tenant_by_id" | "tenant_by_slug" | "api_key_by_prefix";
 
 export function createHotReads(db: Db, cache: ReadCache, batched: (lookup: BatchedLookup, keys: number) => void = () => {}): HotReads {
-  const recordsById = batchLookup(
-    async (ids: readonly string[]) => {
-      const records = await findTenantRecords(db, { ids });
-      return new Map(records.map((record) => [record.id, record]));
-    },
-    null,
-    (keys) => batched("tenant_by_id", keys),
-  );
-  const recordsBySlug = batchLookup(
-    async (slugs: readonly string[]) => {
-      const records = await findTenantRecords(db, { slugs });
-      return new Map(records.map((record) => [record.slug, record]));
-    },
-    null,
-    (keys) => batched("tenant_by_slug", keys),
-  );
-  const NO_ROWS: readonly KeyRow[] = Object.freeze([]);
+  // Tenants by id and by slug: one batched statement each, its answers keyed by the column asked.
+  const tenantRecordsBy = (lookup: BatchedLookup, by: "ids" | "slugs", keyOf: (record: TenantRecord) => string) =>
+    batchLookup<string, TenantRecord | null>(
+      async (keys) => new Map((await findTenantRecords(db, by === "ids" ? { ids: keys } : { slugs: keys })).map((record) => [keyOf(record), record])),
+      null,
+      (keys) => batched(lookup, keys),
+    );
+  const recordsById = tenantRecordsBy("tenant_by_id", "ids", (record) => record.id);
+  const recordsBySlug = tenantRecordsBy("tenant_by_slug", "slugs", (record) => record.slug);
   const keyRowsByPrefix = batchLookup(async (prefixes: readonly string[]) => {
     const rows = new Map<string, KeyRow[]>();
     const answer = (prefix: string | null, row: KeyRow) => {
