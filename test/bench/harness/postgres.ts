@@ -47,11 +47,11 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
   const admin = new URL(adminUrl);
   const created = new Set<string>();
 
-  const adminQuery = async (text: string) => {
+  const adminQuery = async <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> => {
     const client = new pg.Client({ connectionString: adminUrl });
     await client.connect();
     try {
-      await client.query(text);
+      return (await client.query<R>(text, values)).rows;
     } finally {
       await client.end();
     }
@@ -88,20 +88,14 @@ export async function startBenchPostgres(adminUrl: string | undefined): Promise<
       created.delete(url);
     },
     async backendCpu(url) {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [nameOf(url)]);
-        const cpu = new Map<number, number>();
-        for (const { pid } of rows) {
-          const micros = processCpuMicros(pid);
-          if (micros === undefined) return undefined;
-          cpu.set(pid, micros);
-        }
-        return cpu;
-      } finally {
-        await client.end();
+      const backends = await adminQuery<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [nameOf(url)]);
+      const cpu = new Map<number, number>();
+      for (const { pid } of backends) {
+        const micros = processCpuMicros(pid);
+        if (micros === undefined) return undefined;
+        cpu.set(pid, micros);
       }
+      return cpu;
     },
     async close() {
       for (const url of [...created]) {
