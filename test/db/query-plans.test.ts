@@ -59,13 +59,20 @@ const unfiltered: AuditFilter = {
 };
 
 describe("query plans at scale", () => {
-  it("the batched hot reads find their rows through the unique indexes, however many keys a batch holds", async () => {
+  it("the hot reads find their rows through the unique indexes, alone or however many keys a batch holds", async () => {
     const slugs = Array.from({ length: MAX_BATCH_KEYS }, (_, i) => `plan-${i + 1}`);
-    expect(await indexesUsedBy((db) => findTenantRecords(db, { slugs }))).toContain("tenants_slug_key");
-    expect(await indexesUsedBy((db) => findTenantRecords(db, { ids: [tenant] }))).toContain("tenants_pkey");
-    expect(await indexesUsedBy((db) => findApiKeysByPrefixes(db, slugs.map((s) => `trk_${s.padEnd(12, "0").slice(0, 12)}`)))).toEqual(
-      expect.arrayContaining(["api_keys_prefix_key", "api_keys_previous_prefix_key"]),
-    );
+    const prefixes = slugs.map((s) => `trk_${s.padEnd(12, "0").slice(0, 12)}`);
+    for (const asked of [slugs, slugs.slice(0, 1)]) {
+      expect(await indexesUsedBy((db) => findTenantRecords(db, { slugs: asked }))).toContain("tenants_slug_key");
+    }
+    for (const ids of [[tenant, "00000000-0000-4000-8000-00000000cafe"], [tenant]]) {
+      expect(await indexesUsedBy((db) => findTenantRecords(db, { ids }))).toContain("tenants_pkey");
+    }
+    for (const asked of [prefixes, prefixes.slice(0, 1)]) {
+      expect(await indexesUsedBy((db) => findApiKeysByPrefixes(db, asked))).toEqual(
+        expect.arrayContaining(["api_keys_prefix_key", "api_keys_previous_prefix_key"]),
+      );
+    }
   });
 
   it("ListTenants' text query can use the trigram indexes on slug and name", async () => {

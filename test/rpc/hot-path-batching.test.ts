@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type pg from "pg";
-import type { Interceptor } from "slonik";
+import { sql as slonikSql, type Interceptor } from "slonik";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { z } from "zod";
 import { VerifyApiKeyCode } from "../../gen/breakpilot/tenantregistry/v1/api_key_pb.js";
 import { ProductCode } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -107,7 +108,7 @@ describe("hot lookups made together share one statement, each with its own answe
   it(`a batch holds at most ${MAX_BATCH_KEYS} keys: more lookups are more statements, every one answered`, async () => {
     const slugs = Array.from({ length: 2 * MAX_BATCH_KEYS + 1 }, (_, i) => tenants[i % tenants.length]!.slug);
     const answers = await Promise.all(slugs.map((slug) => hot.tenantBySlug(slug)));
-    expect(sent).toEqual(["tenant_records_by_slug", "tenant_records_by_slug", "tenant_records_by_slug"]);
+    expect(sent).toEqual(["tenant_records_by_slug", "tenant_records_by_slug", "tenant_record_by_slug"]);
     expect(answers.map((a) => a?.record.slug)).toEqual(slugs);
   });
 
@@ -122,7 +123,7 @@ describe("hot lookups made together share one statement, each with its own answe
     expect((await hot.tenantById(t.id))?.id).toBe(t.id);
     expect((await later!)?.record.name).toBe("renamed");
     // Had it joined the statement already on its way, there would be one.
-    expect(sent).toEqual(["tenant_records_by_id", "tenant_records_by_id"]);
+    expect(sent).toEqual(["tenant_record_by_id", "tenant_record_by_id"]);
   });
 
   it("a slug or id that cannot exist is answered as missing without a statement, and spoils no batch", async () => {
@@ -130,11 +131,54 @@ describe("hot lookups made together share one statement, each with its own answe
     const garbage = ["", "x", "Upper-Case", "a\u0000b", "nul\u0000-in-a-slug", "' OR 1=1 --", "a".repeat(64)];
     const answers = await Promise.all([...garbage.map((slug) => hot.tenantIdBySlug(slug)), hot.tenantIdBySlug(tenants[3]!.slug)]);
     expect(answers).toEqual([...garbage.map(() => null), tenants[3]!.id]);
-    expect(sent).toEqual(["tenant_records_by_slug"]);
+    expect(sent).toEqual(["tenant_record_by_slug"]);
 
     sent = [];
     expect(await Promise.all(["not-a-uuid", "\u0000", ""].map((id) => hot.tenantById(id)))).toEqual([null, null, null]);
     expect(sent).toEqual([]);
+  });
+});
+
+describe("a lookup alone in its turn takes a one-key statement that PostgreSQL stops planning", () => {
+  it("each kind answers a lone key, a rotated key's previous prefix included, through its one-key statement", async () => {
+    const rotated = await insertKey(tenants[4]!.id, true);
+    sent = [];
+    expect((await hot.tenantBySlug(tenants[4]!.slug))?.id).toBe(tenants[4]!.id);
+    expect((await hot.tenantById(tenants[4]!.id))?.record.slug).toBe(tenants[4]!.slug);
+    expect((await hot.apiKeysByPrefix(rotated.current.prefix))!.map((k) => k.tenant.id)).toEqual([tenants[4]!.id]);
+    expect((await hot.apiKeysByPrefix(rotated.previous.prefix))!.map((k) => k.key.previousPrefix)).toEqual([rotated.previous.prefix]);
+    expect(await hot.apiKeysByPrefix(generateApiKeyToken().prefix)).toEqual([]);
+    expect(await hot.tenantBySlug(uniqueSlug("ghost"))).toBeNull();
+    expect(sent).toEqual([
+      "tenant_record_by_slug",
+      "tenant_record_by_id",
+      "api_key_record_by_prefix",
+      "api_key_record_by_prefix",
+      "api_key_record_by_prefix",
+      "tenant_record_by_slug",
+    ]);
+  });
+
+  it("after a few runs on one connection the one-key statements run on a generic plan, not planned per call", async () => {
+    // The `= ANY` statements never get one (their generic plan assumes ten keys): planning a
+    // lookup costs PostgreSQL more than running it, so a lone lookup must not pay it every time.
+    const single = await db.pool({ maxPoolSize: 1 });
+    const lone = createHotReads(single, createReadCache({ ...DEFAULT_CACHE_SETTINGS, enabled: false }, undefined, createLogger("silent")));
+    const key = await insertKey(tenants[5]!.id);
+    for (let i = 0; i < 8; i++) {
+      await lone.tenantBySlug(tenants[i % tenants.length]!.slug);
+      await lone.tenantById(tenants[i % tenants.length]!.id);
+      await lone.apiKeysByPrefix(i % 2 === 0 ? key.current.prefix : generateApiKeyToken().prefix);
+    }
+    const plans = await single.any(
+      slonikSql.type(z.object({ name: z.string(), generic_plans: z.coerce.number(), custom_plans: z.coerce.number() }))`
+        SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE '%record_by%' ORDER BY name`,
+    );
+    expect(plans.map((p) => p.name)).toEqual(["api_key_record_by_prefix", "tenant_record_by_id", "tenant_record_by_slug"]);
+    for (const p of plans) {
+      expect(p.generic_plans, p.name).toBeGreaterThanOrEqual(2);
+      expect(p.custom_plans, p.name).toBeLessThanOrEqual(5);
+    }
   });
 });
 

@@ -192,6 +192,12 @@ export type ApiKeyForVerification = {
   readonly lastUsedAt: Date | null;
 };
 
+const verificationColumns = sql.fragment`
+  k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
+  k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
+  k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
+  ${tenantRecordColumns}`;
+
 /**
  * The hot path of VerifyApiKey, for every prefix asked at once (the hot reads
  * batch the lookups that arrive together): one statement through the two
@@ -205,16 +211,17 @@ export async function findApiKeysByPrefixes(
   db: Db,
   prefixes: readonly string[],
 ): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
-  // A named prepared statement: parsed once per connection. PostgreSQL still plans it per execution (a generic
-  // plan assumes ten keys and never wins over a custom one): see the closing note of issue 12.
-  const rows = await db.any(sql.prepared("api_key_records_by_prefix", verificationRow)`
-    SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
-           k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
-           k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
-           ${tenantRecordColumns}
-    FROM api_keys k
-    JOIN tenants t ON t.id = k.tenant_id
-    WHERE k.prefix = ANY(${sql.array(prefixes, "text")}) OR k.previous_prefix = ANY(${sql.array(prefixes, "text")})`);
+  // Named prepared statements, parsed once per connection. A lone prefix takes its own `= $1` statement, which
+  // PostgreSQL stops planning after five runs (a generic plan); the `= ANY` one is planned on every execution,
+  // since its generic plan assumes ten keys and never wins, and planning it costs more than running it.
+  const rows =
+    prefixes.length === 1
+      ? await db.any(sql.prepared("api_key_record_by_prefix", verificationRow)`
+          SELECT ${verificationColumns} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+          WHERE k.prefix = ${prefixes[0]!} OR k.previous_prefix = ${prefixes[0]!}`)
+      : await db.any(sql.prepared("api_key_records_by_prefix", verificationRow)`
+          SELECT ${verificationColumns} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+          WHERE k.prefix = ANY(${sql.array(prefixes, "text")}) OR k.previous_prefix = ANY(${sql.array(prefixes, "text")})`);
   return rows.map((row) => ({
     key: {
       id: row.key_id,

@@ -62,11 +62,13 @@ export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantReco
 
 /**
  * Tenants and all their grants, by ids or by slugs, in one statement however
- * many are asked: the hot reads batch the lookups that arrive together. One
- * named prepared statement per kind (an array parameter, so the text never
- * changes), parsed once per connection (planned per execution: a generic plan
- * assumes ten keys and so never wins); a tenant that does not exist is
- * absent from the answer.
+ * many are asked: the hot reads batch the lookups that arrive together. Named
+ * prepared statements, so each is parsed once per connection. A lone key takes
+ * its own `= $1` statement: PostgreSQL keeps a generic plan for it and stops
+ * planning it after five runs, while the `= ANY` statement is planned on every
+ * execution (its generic plan assumes ten keys, so it never wins) and planning
+ * costs more than running it. A tenant that does not exist is absent from the
+ * answer.
  */
 export async function findTenantRecords(
   db: Db,
@@ -74,12 +76,20 @@ export async function findTenantRecords(
 ): Promise<TenantRecord[]> {
   const rows =
     "ids" in by
-      ? await db.any(
-          sql.prepared("tenant_records_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ANY(${sql.array(by.ids, "uuid")})`,
-        )
-      : await db.any(
-          sql.prepared("tenant_records_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ANY(${sql.array(by.slugs, "text")})`,
-        );
+      ? by.ids.length === 1
+        ? await db.any(
+            sql.prepared("tenant_record_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ${by.ids[0]!}`,
+          )
+        : await db.any(
+            sql.prepared("tenant_records_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ANY(${sql.array(by.ids, "uuid")})`,
+          )
+      : by.slugs.length === 1
+        ? await db.any(
+            sql.prepared("tenant_record_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ${by.slugs[0]!}`,
+          )
+        : await db.any(
+            sql.prepared("tenant_records_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ANY(${sql.array(by.slugs, "text")})`,
+          );
   return rows.map(toTenantRecord);
 }
 
