@@ -4,7 +4,7 @@ import { to as copyTo } from "pg-copy-streams";
 import { TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { ACME } from "../../../src/db/seed.js";
 import { connectFramesRead, grpcFramesRead, restLinesRead } from "../clients/export-readers.js";
-import { startApp, type BenchSection } from "../harness/context.js";
+import { backendsUsed, startApp, type BenchSection } from "../harness/context.js";
 import { auditDatabase, withClient } from "../harness/datasets.js";
 import { fmt, type Cell } from "../harness/report.js";
 
@@ -16,8 +16,20 @@ export const exportSection: BenchSection = {
     const events = ctx.config.largeRows;
     const url = await auditDatabase(ctx, events);
 
+    // The readers run in this process, on the core PostgreSQL has: their CPU and PostgreSQL's per
+    // event show which of the three (server, reader, database) a reader's rate is bound by.
+    const databaseCpu = () => ctx.postgres.backendCpu(url);
+    const perEvent = (used: number | undefined, count: number) => (used === undefined || count === 0 ? undefined : fmt.ms(used / count));
+    const readerMicros = () => {
+      const { user, system } = process.cpuUsage();
+      return user + system;
+    };
+    const copyReaderBefore = readerMicros();
     const copyStarted = performance.now();
+    let copyPg: number | undefined;
     const copied = await withClient(url, async (client) => {
+      // The COPY's own backend is connected now; its CPU so far is the connection's, not the COPY's.
+      const pgBefore = await databaseCpu();
       const stream = client.query(
         copyTo(`COPY (SELECT * FROM audit_log WHERE tenant_id = '${ACME.id}' ORDER BY created_at, id) TO STDOUT`),
       );
@@ -25,11 +37,27 @@ export const exportSection: BenchSection = {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
       }
+      const pgAfter = await databaseCpu();
+      copyPg = pgBefore && pgAfter && backendsUsed(pgBefore, pgAfter);
       return rows;
     });
     const copyPerSecond = copied / ((performance.now() - copyStarted) / 1000);
+    const copyReader = readerMicros() - copyReaderBefore;
 
-    const rows: Cell[][] = [["COPY ... TO STDOUT (pg-copy-streams)", fmt.int(copied), fmt.int(copyPerSecond), "1.00×", undefined, undefined, undefined, undefined]];
+    const rows: Cell[][] = [
+      [
+        "COPY ... TO STDOUT (pg-copy-streams)",
+        fmt.int(copied),
+        fmt.int(copyPerSecond),
+        "1.00×",
+        undefined,
+        perEvent(copyReader, copied),
+        perEvent(copyPg, copied),
+        undefined,
+        undefined,
+        undefined,
+      ],
+    ];
     // Each reader takes every event as its client would: gRPC and Connect decode messages; the REST
     // export is read as `curl > file` reads it, its lines counted (the checkpoint line is not an event).
     const viaRpc = (make: (baseUrl: string) => Transport) => async (baseUrl: string, signal: AbortSignal) => {
@@ -62,6 +90,8 @@ export const exportSection: BenchSection = {
       let rssPeak = rssBefore ?? 0;
       const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssBytes() ?? 0)), 100);
       const cpuBefore = server.cpuMicros();
+      const pgBefore = await databaseCpu();
+      const readerBefore = readerMicros();
       const started = performance.now();
       let received = 0;
       try {
@@ -71,7 +101,9 @@ export const exportSection: BenchSection = {
         clearInterval(sampler);
       }
       const seconds = (performance.now() - started) / 1000;
+      const readerUsed = readerMicros() - readerBefore;
       const cpuAfter = server.cpuMicros();
+      const pgAfter = await databaseCpu();
       const perSecond = received / seconds;
       const cpuPerEvent = cpuBefore === undefined || cpuAfter === undefined ? undefined : (cpuAfter - cpuBefore) / received;
       rows.push([
@@ -80,6 +112,8 @@ export const exportSection: BenchSection = {
         fmt.int(perSecond),
         fmt.ratio(perSecond, copyPerSecond),
         fmt.ms(cpuPerEvent),
+        perEvent(readerUsed, received),
+        perEvent(pgBefore && pgAfter && backendsUsed(pgBefore, pgAfter), received),
         fmt.mb(rssBefore),
         fmt.mb(rssPeak),
         rssBefore === undefined ? undefined : fmt.mb(rssPeak - rssBefore),
@@ -88,7 +122,18 @@ export const exportSection: BenchSection = {
     }
     ctx.report.table(
       `one tenant's ${events.toLocaleString("en-US")} events, oldest first (targets: ≥ 0.3× COPY, RSS growth < 100 MB)`,
-      ["reader", "events", "events/s", "÷ COPY", "server CPU µs/event", "RSS before MB", "RSS peak MB", "growth MB"],
+      [
+        "reader",
+        "events",
+        "events/s",
+        "÷ COPY",
+        "server CPU µs/event",
+        "reader CPU µs/event",
+        "PG CPU µs/event",
+        "RSS before MB",
+        "RSS peak MB",
+        "growth MB",
+      ],
       rows,
     );
   },
