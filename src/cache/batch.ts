@@ -17,8 +17,8 @@ export const MAX_BATCH_KEYS = 128;
  * are gathered until the event loop has run every callback that was ready
  * (setImmediate), so an idle server waits no longer than that one turn.
  *
- * `fetch` answers the keys it found; the others get `missing`; `sent` hears how
- * many keys each statement carries (for metrics). Keys must be
+ * `fetch` gets each key once and answers those it found; the others get
+ * `missing`; `sent` hears how many keys each statement carries (for metrics). Keys must be
  * values the statement can take (callers check them first): one key
  * PostgreSQL rejects would fail every lookup batched with it.
  */
@@ -29,8 +29,11 @@ export function batchLookup<K, V>(
 ): (key: K) => Promise<V> {
   const loader = new DataLoader<K, V>(
     async (keys) => {
-      sent(keys.length);
-      const found = await fetch(keys);
+      // Each key once: with the memo off, calls asking for one tenant together bring it many times,
+      // and a statement of one distinct key is the cheap one-key statement (see findTenantRecords).
+      const distinct = keys.length === 1 ? keys : [...new Set(keys)];
+      sent(distinct.length);
+      const found = await fetch(distinct);
       return keys.map((key) => (found.has(key) ? found.get(key)! : missing));
     },
     { cache: false, maxBatchSize: MAX_BATCH_KEYS, batchScheduleFn: (dispatch) => setImmediate(dispatch) },

@@ -116,8 +116,9 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
     if (keys?.size === 0) map.delete(owner);
   };
 
-  // Made when the first entry is stored, not at start-up: lru-cache allocates all
-  // of its slots up front (33 ms of a 600 ms start at the default 200k entries).
+  // Made once the change listener is connected (or at the first store), not before
+  // the server is ready: lru-cache allocates all of its slots up front (33 ms beside
+  // a 600 ms start at the default 200k entries), and with CACHE=off none are needed.
   let lru: LRUCache<string, Entry> | undefined;
   const createLru = () =>
     new LRUCache<string, Entry>({
@@ -198,6 +199,8 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       // cached before (or loaded during) the outage may be trusted either.
       flush();
       usable = state === "connected";
+      // Off the request path: the first miss need not allocate the slots.
+      if (usable) lru ??= createLru();
       if (usable) logger.info("cache flushed and in use again");
     });
   }

@@ -83,7 +83,7 @@ describe("query plans at scale", () => {
     }
   });
 
-  it("a lone key's statement keeps its indexes on the generic plan it runs on after five calls", async () => {
+  it("a lone key's statement can use its indexes on a generic plan (the plan it runs on after five calls)", async () => {
     const generic = (read: (db: CommonQueryMethods) => Promise<unknown>) => indexesUsedBy(read, false, true);
     expect(await generic((db) => findTenantRecords(db, { slugs: ["plan-1"] }))).toContain("tenants_slug_key");
     expect(await generic((db) => findTenantRecords(db, { ids: [tenant] }))).toContain("tenants_pkey");

@@ -159,8 +159,18 @@ describe("a lookup alone in its turn takes a one-key statement that PostgreSQL s
     ]);
   });
 
+  it("lookups of one key made together are sent as that one key, each of them answered", async () => {
+    const key = await insertKey(tenants[3]!.id);
+    const slugs = await Promise.all(Array.from({ length: 5 }, () => hot.tenantBySlug(tenants[3]!.slug)));
+    const ids = await Promise.all(Array.from({ length: 5 }, () => hot.tenantById(tenants[3]!.id)));
+    const keys = await Promise.all(Array.from({ length: 5 }, () => hot.apiKeysByPrefix(key.current.prefix)));
+    expect(sent).toEqual(["tenant_record_by_slug", "tenant_record_by_id", "api_key_record_by_prefix"]);
+    expect([...slugs, ...ids].map((t) => t?.id)).toEqual(Array(10).fill(tenants[3]!.id));
+    expect(keys.map((k) => k!.map((row) => row.key.prefix))).toEqual(Array(5).fill([key.current.prefix]));
+  });
+
   it("after a few runs on one connection the one-key statements run on a generic plan, not planned per call", async () => {
-    // The `= ANY` statements never get one (their generic plan assumes ten keys): planning a
+    // The `= ANY` statements seldom get one (their generic plan assumes ten keys): planning a
     // lookup costs PostgreSQL more than running it, so a lone lookup must not pay it every time.
     const single = await db.pool({ maxPoolSize: 1 });
     const lone = createHotReads(single, createReadCache({ ...DEFAULT_CACHE_SETTINGS, enabled: false }, undefined, createLogger("silent")));

@@ -212,8 +212,9 @@ export async function findApiKeysByPrefixes(
   prefixes: readonly string[],
 ): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
   // Named prepared statements, parsed once per connection. A lone prefix takes its own `= $1` statement, which
-  // PostgreSQL stops planning after five runs (a generic plan); the `= ANY` one is planned on every execution,
-  // since its generic plan assumes ten keys and never wins, and planning it costs more than running it.
+  // PostgreSQL stops planning after five runs (a generic plan); the `= ANY` one is planned on every execution
+  // (its generic plan assumes ten keys, so it wins only where batches average more), and planning it costs more
+  // than running it.
   const rows =
     prefixes.length === 1
       ? await db.any(sql.prepared("api_key_record_by_prefix", verificationRow)`
