@@ -8,7 +8,7 @@
 // limit: raise both together. This line is how the installed `tenant-registry`
 // command (the image's entrypoint) runs; `make start`, `make dev` and the bench read
 // the flags from here too. Flags on a command line win over NODE_OPTIONS: to change
-// them, run `node <flags> dist/src/main.js`.
+// them, run `node <flags> dist/bin/main.js`.
 import module from "node:module";
 import { ConfigError, loadConfig } from "./config.js";
 import { createLogger, createStdoutDestination } from "./logger.js";

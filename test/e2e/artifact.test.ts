@@ -37,7 +37,7 @@ let issuer: OidcIssuer;
 let signingKey: string;
 
 beforeAll(async () => {
-  const main = join(PACKAGE_ROOT, "dist", "src", "main.js");
+  const main = join(PACKAGE_ROOT, "dist", "bin", "main.js");
   if (!existsSync(main)) throw new Error("dist/ is missing: run `make build` first (make test does)");
   if (!existsSync(join(PACKAGE_ROOT, "dist", "protos"))) throw new Error("dist/protos is missing: run `make protos` first (make test does)");
   // The incremental build touches the stamp, not every output.
@@ -89,7 +89,9 @@ describe("the packed artifact (make dist)", () => {
     expect(packed).toEqual(
       expect.arrayContaining([
         "package.json",
-        "dist/src/main.js",
+        "dist/bin/main.js",
+        "dist/bin/serve.js",
+        "dist/src/client/index.js",
         "migrations/1_init.sql",
         "migrations/down/1_init.sql",
         "dist/protos/breakpilot/tenantregistry/v1/tenant_registry_service.proto",
@@ -157,10 +159,12 @@ describe("the packed artifact (make dist)", () => {
       server = await serveInstalled({ NODE_COMPILE_CACHE: cache, NODE_DEBUG_NATIVE: "COMPILE_CACHE" });
       expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
       const accepted = (server.output().match(/V8 code cache for ESM \S+ was accepted/g) ?? []).length;
-      const installed = join(app, "node_modules", "tenant-registry", "dist", "src");
-      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/app.js was accepted`);
-      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/transport/grpc-unary.js was accepted`);
-      expect(accepted).toBeGreaterThan(300);
+      // The command is the bundle: its entry and the serve chunk, not the modules tsc emits.
+      const installed = join(app, "node_modules", "tenant-registry", "dist", "bin");
+      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/main.js was accepted`);
+      expect(server.output()).toContain(`V8 code cache for ESM file://${installed}/serve.js was accepted`);
+      expect(server.output()).not.toContain(`${join(app, "node_modules", "tenant-registry", "dist", "src")}/`);
+      expect(accepted).toBeGreaterThan(5);
       expect(server.output()).not.toMatch(/code cache for \S+ was rejected/);
       expect(await server.stop()).toBe(0);
     } finally {

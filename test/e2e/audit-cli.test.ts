@@ -11,7 +11,7 @@ import { PACKAGE_ROOT } from "../../src/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
 
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const execFileP = promisify(execFile);
 
 let db: TestDatabase;

@@ -25,7 +25,7 @@ import { clientFor } from "../support/server.js";
  * DATABASE_URL): intact as exported, broken with the sequence named once edited.
  */
 
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const execFileP = promisify(execFile);
 const signer = ephemeralAuditSigner();
 

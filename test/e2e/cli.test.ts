@@ -11,7 +11,7 @@ import { PACKAGE_ROOT } from "../../src/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { restFetch } from "../support/rest.js";
 
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 // Production needs an issuer; nothing in these tests presents a token, so it is never contacted.
 const ISSUER = "https://sso.invalid/realms/platform";
 const execFileP = promisify(execFile);

@@ -15,7 +15,7 @@ import { restFetch } from "../support/rest.js";
  * The dev loop with real tokens: the built server in AUTH_MODE=oidc with KEYCLOAK_ISSUER=dev
  * is its own issuer, and the built `dev-token` command mints what it accepts, per role.
  */
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const run = promisify(execFile);
 
 let db: TestDatabase;

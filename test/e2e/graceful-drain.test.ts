@@ -104,7 +104,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe("SIGTERM on the real process (tenant-registry serve)", () => {
   it("stops accepting at once and sends GOAWAY to an idle h2 session, while a call in flight keeps the drain going", async () => {
     const tenant = await insertTenant(sql, { name: "Before SIGTERM" });
-    const cli = await startCliServer([process.execPath, join(PACKAGE_ROOT, "dist", "src", "main.js"), "serve"], {
+    const cli = await startCliServer([process.execPath, join(PACKAGE_ROOT, "dist", "bin", "main.js"), "serve"], {
       APP_ENV: "dev",
       AUTH_MODE: "none",
       DATABASE_URL: db.url,

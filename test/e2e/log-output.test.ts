@@ -19,7 +19,7 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 function serve(): Promise<CliServer> {
-  return startCliServer([process.execPath, join(PACKAGE_ROOT, "dist", "src", "main.js"), "serve"], {
+  return startCliServer([process.execPath, join(PACKAGE_ROOT, "dist", "bin", "main.js"), "serve"], {
     APP_ENV: "dev",
     AUTH_MODE: "none",
     DATABASE_URL: db.url,

@@ -15,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 // The manifests must agree with the code: these tests read deploy/base and the
 // Dockerfile and hold them against the config schema and the built CLI itself.
 const BASE = join(PACKAGE_ROOT, "deploy", "base");
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const execFileP = promisify(execFile);
 
 type EnvVar = { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } };

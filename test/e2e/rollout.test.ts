@@ -13,7 +13,7 @@ import { clientFor } from "../support/server.js";
 // A rolling update: the new release's init container migrates while the old
 // release's pods still serve (and may restart). Forward-only migrations keep
 // the old code working, so the old pods must stay ready on the newer schema.
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const execFileP = promisify(execFile);
 
 let db: TestDatabase;

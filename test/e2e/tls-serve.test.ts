@@ -9,7 +9,7 @@ import { startCliServer } from "../support/cli-server.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { insertTenant } from "../support/fixtures.js";
 
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 
 let pki: TestPki;
 let db: TestDatabase;

@@ -14,7 +14,7 @@ import { restFetch } from "../support/rest.js";
 
 // The built CLI in its own process: tracing must hook pg before the app loads
 // it, which only a real process start shows.
-const MAIN = join(PACKAGE_ROOT, "dist", "src", "main.js");
+const MAIN = join(PACKAGE_ROOT, "dist", "bin", "main.js");
 const SERVICE = TenantRegistryService.typeName;
 const SERVER = 2; // OTLP SpanKind
 

@@ -36,14 +36,14 @@ export type AppOptions = {
 };
 
 /**
- * The service itself, as production runs it (dist/src/main.js serve), on the server
+ * The service itself, as production runs it (dist/bin/main.js serve), on the server
  * CPU. Auth is off (AUTH_MODE=none, dev) so that a cell measures the call path, not a
  * token issuer; logging stays at info, as in production, into /dev/null.
  */
 export function startApp(ctx: BenchContext, options: AppOptions): Promise<BenchProcess> {
   return ctx.processes.start({
     name: options.name,
-    script: "dist/src/main.js",
+    script: "dist/bin/main.js",
     args: ["serve"],
     cpu: ctx.config.serverCpu,
     env: {

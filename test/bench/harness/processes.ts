@@ -64,7 +64,7 @@ export type BenchProcess = {
 
 export type SpawnOptions = {
   readonly name: string;
-  /** A script relative to the package root, e.g. "dist/src/main.js". */
+  /** A script relative to the package root, e.g. "dist/bin/main.js". */
   readonly script: string;
   readonly args?: readonly string[];
   /** Added to a minimal environment (PATH, HOME); the port comes in as `PORT` and `ADDR`. */

@@ -39,7 +39,7 @@ const QUICK_ROWS: readonly number[] = [1, 3];
 
 /**
  * Issue 8, finding 3: rapid reset must not degrade a well-behaved client (its p50 within
- * 2× of unloaded). Three processes: the real server (dist/src/main.js serve) alone on the
+ * 2× of unloaded). Three processes: the real server (dist/bin/main.js serve) alone on the
  * server CPU; the attacker (10 reconnecting connections, HEADERS+RST_STREAM pairs as fast
  * as it can, bounded in pairs and time) on the generator CPU at the lowest priority, so
  * that it takes only the CPU the client and PostgreSQL leave idle and cannot slow the
