@@ -108,7 +108,8 @@ describe("hot lookups made together share one statement, each with its own answe
   it(`a batch holds at most ${MAX_BATCH_KEYS} keys: more lookups are more statements, every one answered`, async () => {
     const slugs = Array.from({ length: 2 * MAX_BATCH_KEYS + 1 }, (_, i) => tenants[i % tenants.length]!.slug);
     const answers = await Promise.all(slugs.map((slug) => hot.tenantBySlug(slug)));
-    expect(sent).toEqual(["tenant_records_by_slug", "tenant_records_by_slug", "tenant_record_by_slug"]);
+    // Two full batches and the one key left over, sent together (in whatever order the pool lets them go).
+    expect([...sent].sort()).toEqual(["tenant_record_by_slug", "tenant_records_by_slug", "tenant_records_by_slug"]);
     expect(answers.map((a) => a?.record.slug)).toEqual(slugs);
   });
 
