@@ -50,6 +50,9 @@ export function limitsToJson(limits: Limits): string {
  * strings are accepted too, for rows written by hand as {"seats": "50"}.
  */
 export function limitsFromJson(text: string): Limits {
+  // Most grants have no limits, and JSON.parse with a reviver is slow (3.4 µs of an uncached
+  // hot read for acme's two empty grants, in a profile): PostgreSQL prints an empty jsonb as {}.
+  if (text === "{}") return {};
   const reviver = (key: string, value: unknown, context?: { source?: string }): unknown => {
     if (key === "") return value;
     if (typeof value === "number" && context?.source !== undefined && /^\d+$/.test(context.source)) return BigInt(context.source);

@@ -139,6 +139,10 @@ describe("entitlement rules", () => {
     expect(limitsFromJson(json)).toEqual(limits);
     expect(limitsFromJson('{"seats": "50"}')).toEqual({ seats: 50n });
     expect(() => limitsFromJson('{"seats": 1.5}')).toThrow();
+    // No limits, as PostgreSQL prints them and as written by hand: each call its own object.
+    expect(limitsFromJson("{}")).toEqual({});
+    expect(limitsFromJson("{}")).not.toBe(limitsFromJson("{}"));
+    expect(limitsFromJson(" { } ")).toEqual({});
   });
 
   it("validates limit keys, values and count", () => {
