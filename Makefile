@@ -108,7 +108,7 @@ $(BUILD_STAMP): $(BUILD_INPUTS) $(DEPS_STAMP)
 
 FORCE:
 
-build: $(BUILD_STAMP) ## compile to dist/ (incremental)
+build: $(BUILD_STAMP) ## compile to dist/ (incremental) and bundle the command into dist/bin/
 
 prune-dist:
 	@cd dist && find src gen test -type f 2>/dev/null | while read -r out; do \
