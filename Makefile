@@ -79,7 +79,7 @@ typecheck: $(DEPS_STAMP) ## tsc --noEmit over src, gen and test
 # Outputs whose source is gone are removed, so a deleted module cannot linger in dist/.
 BUILD_STAMP := dist/.build-stamp
 BUILD_INPUTS := $(shell find src gen test/bench -type f \( -name '*.ts' -o -name '*.json' \) 2>/dev/null) \
-  tsconfig.json tsconfig.build.json
+  tsconfig.json tsconfig.build.json Makefile
 TSC_BUILD := tsc -p tsconfig.build.json --incremental --tsBuildInfoFile dist/.tsbuildinfo
 
 BUILD_LIST := $(sort $(BUILD_INPUTS))
@@ -92,17 +92,20 @@ endif
 # the server and its dependencies, split where main.ts imports a command: resolving and
 # loading ~760 modules one by one was half of a cold start (make bench, cold-start). Left
 # outside, loaded from node_modules as before: pg, so the OpenTelemetry instrumentation can
-# wrap it as it loads; and the packages that find files beside their own code (__dirname):
-# embedded-postgres (its binaries; it stays optional), postgres-migrations (its own first
-# migration), pino (its transport workers). dist/src remains for the client entry.
-BUNDLE_EXTERNAL := pg pg-native pg-cloudflare embedded-postgres postgres-migrations pino
+# wrap it as it loads, and pg-cursor and pg-query-stream, which reach into pg's own files
+# (bundled, they would carry a second copy of them); and the packages that find files beside
+# their own code (__dirname): embedded-postgres (its binaries; it stays optional),
+# postgres-migrations (its own first migration), pino (its transport workers). A warning
+# (an import it cannot resolve is one) fails the build. dist/src remains for the client entry.
+BUNDLE_EXTERNAL := pg pg-native pg-cloudflare pg-cursor pg-query-stream embedded-postgres postgres-migrations pino
 BUNDLE := rolldown dist/src/main.js --format esm --platform node --dir dist/bin --chunkFileNames '[name].js' \
   $(foreach p,$(BUNDLE_EXTERNAL),--external $(p))
 
 $(BUILD_STAMP): $(BUILD_INPUTS) $(DEPS_STAMP)
 	$(TSC_BUILD)
 	@$(MAKE) --no-print-directory prune-dist
-	@rm -rf dist/bin && $(BUNDLE) > /dev/null
+	@rm -rf dist/bin && $(BUNDLE) > /dev/null 2> dist/.bundle-warnings \
+	  && if [ -s dist/.bundle-warnings ]; then cat dist/.bundle-warnings >&2; rm -rf dist/bin; exit 1; fi
 	@printf '%s' '$(BUILD_LIST)' > dist/.build-inputs
 	@touch $@
 

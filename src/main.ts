@@ -38,8 +38,9 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   if (command === "preload") {
     // Run once when the image is built, as the user that runs it (Node keys the cache
-    // directory by uid): every start then reads compiled code instead of compiling
-    // ~760 modules again. Needs no configuration; loading a module starts nothing.
+    // directory by uid): every start then reads compiled code instead of compiling the
+    // bundle's chunks and the packages outside it again. Needs no configuration; loading a
+    // module starts nothing.
     await Promise.all([import("./cli/serve.js"), import("./cli/migrate.js"), import("./cli/audit.js"), import("./observability/tracing-sdk.js")]);
     module.flushCompileCache();
     return 0;
