@@ -104,8 +104,8 @@ BUNDLE := rolldown dist/src/main.js --format esm --platform node --dir dist/bin 
 $(BUILD_STAMP): $(BUILD_INPUTS) $(DEPS_STAMP)
 	$(TSC_BUILD)
 	@$(MAKE) --no-print-directory prune-dist
-	@rm -rf dist/bin && $(BUNDLE) > /dev/null 2> dist/.bundle-warnings \
-	  && if [ -s dist/.bundle-warnings ]; then cat dist/.bundle-warnings >&2; rm -rf dist/bin; exit 1; fi
+	@rm -rf dist/bin; $(BUNDLE) > /dev/null 2> dist/.bundle-warnings; status=$$?; cat dist/.bundle-warnings >&2; \
+	  if [ $$status -ne 0 ] || [ -s dist/.bundle-warnings ]; then rm -rf dist/bin; exit 1; fi
 	@printf '%s' '$(BUILD_LIST)' > dist/.build-inputs
 	@touch $@
 

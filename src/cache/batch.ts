@@ -18,9 +18,9 @@ export const MAX_BATCH_KEYS = 128;
  * (setImmediate), so an idle server waits no longer than that one turn.
  *
  * `fetch` gets each key once and answers those it found; the others get
- * `missing`; `sent` hears how many keys each statement carries (for metrics). Keys must be
- * values the statement can take (callers check them first): one key
- * PostgreSQL rejects would fail every lookup batched with it.
+ * `missing`; `sent` hears how many keys each statement carries (for metrics).
+ * Keys must be values the statement can take (callers check them first): one
+ * key PostgreSQL rejects would fail every lookup batched with it.
  */
 export function batchLookup<K, V>(
   fetch: (keys: readonly K[]) => Promise<ReadonlyMap<K, V>>,

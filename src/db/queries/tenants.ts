@@ -67,8 +67,8 @@ export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantReco
  * its own `= $1` statement: PostgreSQL keeps a generic plan for it and stops
  * planning it after five runs, while the `= ANY` statement is planned on every
  * execution (its generic plan assumes ten keys, so it wins only where batches
- * average more than that) and planning costs more than running it. A tenant that does not exist is absent from the
- * answer.
+ * average more than that) and planning costs more than running it. A tenant
+ * that does not exist is absent from the answer.
  */
 export async function findTenantRecords(
   db: Db,
