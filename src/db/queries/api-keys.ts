@@ -2,7 +2,7 @@ import { sql } from "slonik";
 import { z } from "zod";
 import type { ApiKey } from "../../domain/api-key.js";
 import type { TenantRecord } from "../../domain/entitlement.js";
-import { tenantRecordColumns, tenantRecordRow, toTenantRecord, type Db } from "./tenants.js";
+import { keysMatch, tenantRecordColumns, tenantRecordRow, toTenantRecord, type Db } from "./tenants.js";
 
 /*
  * Metadata reads never select secret_hash or previous_secret_hash: only the
@@ -192,12 +192,6 @@ export type ApiKeyForVerification = {
   readonly lastUsedAt: Date | null;
 };
 
-const verificationColumns = sql.fragment`
-  k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
-  k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
-  k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
-  ${tenantRecordColumns}`;
-
 /**
  * The hot path of VerifyApiKey, for every prefix asked at once (the hot reads
  * batch the lookups that arrive together): one statement through the two
@@ -211,18 +205,16 @@ export async function findApiKeysByPrefixes(
   db: Db,
   prefixes: readonly string[],
 ): Promise<{ key: ApiKeyForVerification; tenant: TenantRecord }[]> {
-  // Named prepared statements, parsed once per connection. A lone prefix takes its own `= $1` statement, which
-  // PostgreSQL stops planning after five runs (a generic plan); the `= ANY` one is planned on every execution
-  // (its generic plan assumes ten keys, so it wins only where batches average more), and planning it costs more
-  // than running it.
-  const rows =
-    prefixes.length === 1
-      ? await db.any(sql.prepared("api_key_record_by_prefix", verificationRow)`
-          SELECT ${verificationColumns} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-          WHERE k.prefix = ${prefixes[0]!} OR k.previous_prefix = ${prefixes[0]!}`)
-      : await db.any(sql.prepared("api_key_records_by_prefix", verificationRow)`
-          SELECT ${verificationColumns} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-          WHERE k.prefix = ANY(${sql.array(prefixes, "text")}) OR k.previous_prefix = ANY(${sql.array(prefixes, "text")})`);
+  // Named prepared statements, one per shape of the condition (see keysMatch).
+  const rows = await db.any(sql.prepared(prefixes.length === 1 ? "api_key_record_by_prefix" : "api_key_records_by_prefix", verificationRow)`
+    SELECT k.id AS key_id, k.project_id, k.prefix, k.secret_hash,
+           k.previous_prefix, k.previous_secret_hash, k.previous_expires_at,
+           k.scopes, k.expires_at, k.revoked_at, k.last_used_at,
+           ${tenantRecordColumns}
+    FROM api_keys k
+    JOIN tenants t ON t.id = k.tenant_id
+    WHERE ${keysMatch(sql.identifier(["k", "prefix"]), prefixes, "text")}
+       OR ${keysMatch(sql.identifier(["k", "previous_prefix"]), prefixes, "text")}`);
   return rows.map((row) => ({
     key: {
       id: row.key_id,

@@ -1,4 +1,4 @@
-import { sql, type CommonQueryMethods } from "slonik";
+import { sql, type CommonQueryMethods, type IdentifierSqlToken } from "slonik";
 import { z } from "zod";
 import { limitsFromJson, type TenantRecord } from "../../domain/entitlement.js";
 import { FailedPreconditionError, NotFoundError } from "../../domain/errors.js";
@@ -61,35 +61,33 @@ export function toTenantRecord(row: z.infer<typeof tenantRecordRow>): TenantReco
 }
 
 /**
+ * `column = $1` for one key, `column = ANY($1)` for more: the condition of the
+ * hot reads' batched lookups. PostgreSQL plans a one-key statement generically
+ * after five runs and then stops planning it; an `= ANY` statement it plans on
+ * every execution (its generic plan assumes ten keys, so it wins only where
+ * batches average more), and planning costs more than running it, which a
+ * lookup alone in its turn, the usual case without load, would pay every time.
+ * The two shapes are two statements: name them by `keys.length === 1`.
+ */
+export function keysMatch(column: IdentifierSqlToken, keys: readonly string[], type: "uuid" | "text") {
+  return keys.length === 1 ? sql.fragment`${column} = ${keys[0]!}` : sql.fragment`${column} = ANY(${sql.array(keys, type)})`;
+}
+
+/**
  * Tenants and all their grants, by ids or by slugs, in one statement however
  * many are asked: the hot reads batch the lookups that arrive together. Named
- * prepared statements, so each is parsed once per connection. A lone key takes
- * its own `= $1` statement: PostgreSQL keeps a generic plan for it and stops
- * planning it after five runs, while the `= ANY` statement is planned on every
- * execution (its generic plan assumes ten keys, so it wins only where batches
- * average more than that) and planning costs more than running it. A tenant
- * that does not exist is absent from the answer.
+ * prepared statements (see keysMatch), so each is parsed once per connection;
+ * a tenant that does not exist is absent from the answer.
  */
 export async function findTenantRecords(
   db: Db,
   by: { readonly ids: readonly string[] } | { readonly slugs: readonly string[] },
 ): Promise<TenantRecord[]> {
-  const rows =
-    "ids" in by
-      ? by.ids.length === 1
-        ? await db.any(
-            sql.prepared("tenant_record_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ${by.ids[0]!}`,
-          )
-        : await db.any(
-            sql.prepared("tenant_records_by_id", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.id = ANY(${sql.array(by.ids, "uuid")})`,
-          )
-      : by.slugs.length === 1
-        ? await db.any(
-            sql.prepared("tenant_record_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ${by.slugs[0]!}`,
-          )
-        : await db.any(
-            sql.prepared("tenant_records_by_slug", tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE t.slug = ANY(${sql.array(by.slugs, "text")})`,
-          );
+  const [kind, keys, type] = "ids" in by ? (["id", by.ids, "uuid"] as const) : (["slug", by.slugs, "text"] as const);
+  const name = `${keys.length === 1 ? "tenant_record" : "tenant_records"}_by_${kind}`;
+  const rows = await db.any(
+    sql.prepared(name, tenantRecordRow)`SELECT ${tenantRecordColumns} FROM tenants t WHERE ${keysMatch(sql.identifier(["t", kind]), keys, type)}`,
+  );
   return rows.map(toTenantRecord);
 }
 
