@@ -40,6 +40,7 @@ it("make bench runs every section against real servers, reports figures and leav
       BENCH_DATABASE_URL: adminUrl,
       BENCH_CELL_MS: "100",
       BENCH_WARMUP_MS: "20",
+      BENCH_SERVER_WARM_MS: "100",
       BENCH_ROWS: "500",
       BENCH_REVOCATIONS: "3",
       BENCH_OUTPUT: output,

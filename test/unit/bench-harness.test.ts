@@ -1,15 +1,12 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ExportAuditEventsResponseSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
-import { findApiKeysByPrefixes } from "../../src/db/queries/api-keys.js";
-import { findEntitlementFacts } from "../../src/db/queries/entitlements.js";
-import { findTenantBySlug } from "../../src/db/queries/tenants.js";
 import { loadBenchConfig } from "../bench/harness/config.js";
 import { countEvents } from "../bench/clients/export-readers.js";
 import { backendsUsed, medianCell } from "../bench/harness/context.js";
 import { Report } from "../bench/harness/report.js";
 import { Latencies } from "../bench/harness/stats.js";
-import { captureStatement } from "../bench/sections/hot-reads.js";
+import { hotStatements } from "../bench/sections/hot-reads.js";
 
 describe("bench harness pieces (no timings)", () => {
   it("takes percentiles by nearest rank", () => {
@@ -27,17 +24,20 @@ describe("bench harness pieces (no timings)", () => {
     expect(latencies.summary().p100).toBe(5);
   });
 
-  it("gives baseline (b) our hot reads' own SQL, with PostgreSQL placeholders and statement names", async () => {
-    for (const statement of [
-      await captureStatement("t", (db) => findTenantBySlug(db, "acme")),
-      await captureStatement("e", (db) => findEntitlementFacts(db, { slug: "acme" }, "certifai")),
-      await captureStatement("k", (db) => findApiKeysByPrefixes(db, ["trk_abcdefabcdef"])),
-    ]) {
+  it("gives baseline (b) the statements an uncached hot read sends, with PostgreSQL placeholders", async () => {
+    const statements = await hotStatements("acme", "trk_abcdefabcdef");
+    // The names the hot path prepares for a lone key (test/rpc/hot-path-batching reads them in pg_prepared_statements).
+    expect(Object.fromEntries(Object.entries(statements).map(([route, s]) => [route, s.name]))).toEqual({
+      "/tenant": "tenant_record_by_slug",
+      "/entitlement": "tenant_record_by_slug",
+      "/api-key": "api_key_record_by_prefix",
+    });
+    for (const [route, key] of [["/tenant", "acme"], ["/api-key", "trk_abcdefabcdef"]] as const) {
+      const statement = statements[route]!;
       expect(statement.text).toMatch(/^\s*SELECT/);
       expect(statement.text).not.toContain("$slonik_");
-      expect(statement.text).toContain("$1");
-      expect(statement.values.length).toBeGreaterThan(0);
-      expect(statement.name).toMatch(/^[a-z_]+$/);
+      expect(statement.text).not.toContain("ANY(");
+      expect(new Set(statement.values)).toEqual(new Set([key]));
     }
   });
 
@@ -57,6 +57,18 @@ describe("bench harness pieces (no timings)", () => {
     expect([full.warmupMs, quick.warmupMs, loadBenchConfig({ BENCH_WARMUP_MS: "0" }, 2, true).warmupMs]).toEqual([1_000, 0, 0]);
     expect(() => loadBenchConfig({ BENCH_CELL_MS: "0" }, 2, true)).toThrow(/BENCH_CELL_MS: expected a positive number/);
     expect(() => loadBenchConfig({ BENCH_WARMUP_MS: "-1" }, 2, true)).toThrow(/BENCH_WARMUP_MS: expected a non-negative number/);
+    // Every read is warmed on every server before any hot-read cell, longer in the full run.
+    expect(quick.serverWarmMs).toBeGreaterThan(0);
+    expect(full.serverWarmMs).toBeGreaterThan(quick.serverWarmMs);
+    expect(loadBenchConfig({ BENCH_SERVER_WARM_MS: "0" }, 2, true).serverWarmMs).toBe(0);
+  });
+
+  it("measures the concurrencies BENCH_CONCURRENCIES names, and refuses what is not one", () => {
+    expect(loadBenchConfig({ BENCH_CONCURRENCIES: "1, 64" }, 2, true).concurrencies).toEqual([1, 64]);
+    expect(loadBenchConfig({ BENCH_QUICK: "1", BENCH_CONCURRENCIES: "1" }, 2, true).concurrencies).toEqual([1]);
+    for (const bad of ["0", "16,x", "1.5", "2000", ","]) {
+      expect(() => loadBenchConfig({ BENCH_CONCURRENCIES: bad }, 2, true)).toThrow(/BENCH_CONCURRENCIES: expected comma-separated whole numbers/);
+    }
   });
 
   it("reports each figure's median over rounds, and sums the errors", () => {

@@ -1,7 +1,7 @@
 import { sql } from "slonik";
 import { z } from "zod";
-import { limitsFromJson, limitsToJson, type EntitlementFacts, type Limits, type ProductGrant } from "../../domain/entitlement.js";
-import { PRODUCT_CODES, TENANT_PLANS, TENANT_STATUSES, type ProductCode } from "../../domain/tenant.js";
+import { limitsFromJson, limitsToJson, type Limits, type ProductGrant } from "../../domain/entitlement.js";
+import { PRODUCT_CODES, type ProductCode } from "../../domain/tenant.js";
 import type { Db } from "./tenants.js";
 
 // limits travel as the jsonb's text so int64 values stay exact (see domain/entitlement.ts).
@@ -61,42 +61,4 @@ export async function listProductGrantsByTenant(db: Db, tenantId: string): Promi
   const rows = await db.any(sql.type(grantRow)`
     SELECT ${grantColumns} FROM tenant_products WHERE tenant_id = ${tenantId} ORDER BY product`);
   return rows.map(toGrant);
-}
-
-const entitlementRow = z.object({
-  tenant_id: z.guid(),
-  status: z.enum(TENANT_STATUSES),
-  plan: z.enum(TENANT_PLANS),
-  granted: z.boolean(),
-  expires_at: z.date().nullable(),
-  limits: z.string().nullable(),
-});
-
-/**
- * The hot path of CheckEntitlement: one statement, the tenant by primary key or
- * unique slug, LEFT JOINed to its grant of the product by the (tenant_id, product)
- * unique index. null when the tenant does not exist.
- */
-export async function findEntitlementFacts(
-  db: Db,
-  tenant: { readonly id: string } | { readonly slug: string },
-  product: ProductCode,
-): Promise<EntitlementFacts> {
-  const byId = "id" in tenant;
-  const where = byId ? sql.fragment`t.id = ${tenant.id}` : sql.fragment`t.slug = ${tenant.slug}`;
-  // A named prepared statement: planned once per connection, not per call.
-  const statement = sql.prepared(byId ? "entitlement_by_tenant_id" : "entitlement_by_tenant_slug", entitlementRow);
-  const row = await db.maybeOne(statement`
-    SELECT t.id AS tenant_id, t.status, t.plan,
-           p.tenant_id IS NOT NULL AS granted, p.expires_at, p.limits::text AS limits
-    FROM tenants t
-    LEFT JOIN tenant_products p ON p.tenant_id = t.id AND p.product = ${product}
-    WHERE ${where}`);
-  if (!row) return null;
-  return {
-    tenantId: row.tenant_id,
-    tenantStatus: row.status,
-    plan: row.plan,
-    grant: row.granted ? { expiresAt: row.expires_at, limits: limitsFromJson(row.limits ?? "{}") } : null,
-  };
 }

@@ -138,11 +138,6 @@ export async function findTenantById(db: Db, id: string): Promise<Tenant | null>
   return row && toTenant(row);
 }
 
-export async function findTenantBySlug(db: Db, slug: string): Promise<Tenant | null> {
-  const row = await db.maybeOne(sql.prepared("tenant_by_slug", tenantRow)`${selectTenant} WHERE t.slug = ${slug}`);
-  return row && toTenant(row);
-}
-
 export type NewTenant = {
   readonly id: string;
   readonly slug: string;

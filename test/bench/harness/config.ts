@@ -21,6 +21,15 @@ export type BenchConfig = {
    * baseline measured once at the start is not the baseline the last row ran against.
    */
   readonly rounds: number;
+  /**
+   * Before any hot-read cell, every server answers each read on every protocol for this
+   * long (read after read, all servers at once, not counted; 0: no such warm-up): V8 compiles a call path
+   * over its first tens of thousands of calls, and a server still compiling spends a
+   * third more CPU per call (measured at c=1 without the cache: 38 µs/call on V8's
+   * compiler threads after 5 s, 8 after 30 s).
+   */
+  readonly serverWarmMs: number;
+  /** BENCH_CONCURRENCIES=1,16 measures only these. */
   readonly concurrencies: readonly number[];
   /** Rows for the "cost grows with data" sections: the small and the large data set (BENCH_ROWS sets the large). */
   readonly smallRows: number;
@@ -54,7 +63,8 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     // Quick: no warm-up per cell (at autocannon's whole seconds it doubled the run), only the one before the first cell.
     warmupMs: number("BENCH_WARMUP_MS", quick ? 0 : 1_000, { zero: true }),
     rounds: Math.round(number("BENCH_ROUNDS", quick ? 1 : 3)),
-    concurrencies: quick ? [16] : [1, 16, 64],
+    serverWarmMs: number("BENCH_SERVER_WARM_MS", quick ? 2_000 : 5_000, { zero: true }),
+    concurrencies: env["BENCH_CONCURRENCIES"] ? concurrencyList(env["BENCH_CONCURRENCIES"]) : quick ? [16] : [1, 16, 64],
     smallRows: Math.min(number("BENCH_ROWS", 10_000), 10_000),
     largeRows: number("BENCH_ROWS", quick ? 10_000 : 1_000_000),
     revocations: number("BENCH_REVOCATIONS", quick ? 20 : 200),
@@ -62,4 +72,12 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     generatorCpu: pinned ? 1 : undefined,
     h2load: env["BENCH_H2LOAD"] !== "off",
   };
+}
+
+function concurrencyList(raw: string): number[] {
+  const list = raw.split(",").map((part) => Number(part.trim()));
+  if (list.length === 0 || list.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) {
+    throw new Error(`BENCH_CONCURRENCIES: expected comma-separated whole numbers from 1 to 1024, got "${raw}"`);
+  }
+  return list;
 }

@@ -11,8 +11,7 @@ import {
 } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { parseApiKeyToken } from "../../../src/domain/api-key.js";
 import { findApiKeysByPrefixes } from "../../../src/db/queries/api-keys.js";
-import { findEntitlementFacts } from "../../../src/db/queries/entitlements.js";
-import { findTenantBySlug } from "../../../src/db/queries/tenants.js";
+import { findTenantRecords } from "../../../src/db/queries/tenants.js";
 import { ACME } from "../../../src/db/seed.js";
 import { measureCell, medianCell, startApp, type BenchSection, type CellResult } from "../harness/context.js";
 import { grpcLoad, http1Load, type GrpcLoadSpec, type HttpRequestSpec, type LoadResult } from "../harness/load.js";
@@ -96,6 +95,21 @@ export async function captureStatement(name: string, run: (db: CommonQueryMethod
   return { name: captured.name ?? `bench_${name}`, text, values: [...captured.values] };
 }
 
+/**
+ * The statements baseline (b) runs, by its route: those an uncached hot read sends.
+ * GetTenantBySlug and CheckEntitlement both read the tenant record by slug (one record
+ * answers both); a lone key takes the one-key statement, which is what the app sends at
+ * c=1, and at any concurrency when the calls of a turn all ask for one tenant or key.
+ */
+export async function hotStatements(slug: string, prefix: string): Promise<Record<string, Statement>> {
+  const bySlug = await captureStatement("tenant_record_by_slug", (db) => findTenantRecords(db, { slugs: [slug] }));
+  return {
+    "/tenant": bySlug,
+    "/entitlement": bySlug,
+    "/api-key": await captureStatement("api_key_record_by_prefix", (db) => findApiKeysByPrefixes(db, [prefix])),
+  };
+}
+
 type Protocol = "rest" | "connect" | "grpc";
 const PROTOCOLS: readonly { id: Protocol; label: string }[] = [
   { id: "rest", label: "REST" },
@@ -116,11 +130,7 @@ export const hotReadsSection: BenchSection = {
     const { secret } = await admin.createApiKey({ tenantId: ACME.id, name: "bench" });
     const prefix = parseApiKeyToken(secret)!.prefix;
 
-    const statements = {
-      "/tenant": await captureStatement("tenant_by_slug", (db) => findTenantBySlug(db, ACME.slug)),
-      "/entitlement": await captureStatement("entitlement", (db) => findEntitlementFacts(db, { slug: ACME.slug }, "certifai")),
-      "/api-key": await captureStatement("api_key", (db) => findApiKeysByPrefixes(db, [prefix])),
-    };
+    const statements = await hotStatements(ACME.slug, prefix);
     const fixed = await ctx.processes.start({ name: "(a) node:http fixed JSON", script: "dist/test/bench/servers/fixed-json.js", cpu: config.serverCpu });
     const rawPg = await ctx.processes.start({
       name: "(b) node:http + pg",
@@ -132,7 +142,7 @@ export const hotReadsSection: BenchSection = {
 
     report.note(
       `server processes on CPU ${config.serverCpu ?? "any (no taskset or one CPU)"}, generator and PostgreSQL on CPU ${config.generatorCpu ?? "any"}; ` +
-        `every server warmed on every protocol at once (${Math.max(2_000, config.warmupMs)} ms, not counted), then ${config.warmupMs} ms warm-up + ${config.cellMs} ms per cell; HTTP/1.1 load from autocannon (one request in flight per connection), ` +
+        `every server warmed on each read and every protocol (${config.serverWarmMs} ms a read, all servers at once, not counted), then ${config.warmupMs} ms warm-up + ${config.cellMs} ms per cell; HTTP/1.1 load from autocannon (one request in flight per connection), ` +
         `gRPC from ${useH2load ? "h2load" : "a connect-node client (h2load not installed)"} (one h2c connection, N calls in flight)`,
     );
     report.note("auth off (AUTH_MODE=none) so a cell measures the call path, not a token issuer; LOG_LEVEL=info as in production");
@@ -159,18 +169,20 @@ export const hotReadsSection: BenchSection = {
     const fixedLoad = (concurrency: number) => (ms: number) => http1Load(fixed.baseUrl, { method: "GET", path: "/" }, concurrency, ms);
     const rawPgLoad = (read: HotRead, concurrency: number) => (ms: number) => http1Load(rawPg.baseUrl, { method: "GET", path: read.pgRoute }, concurrency, ms);
 
-    // V8 compiles a server's call path over its first few thousand calls. Every server is
-    // warmed once on every protocol before any cell counts (with BENCH_QUICK no cell has a
-    // warm-up of its own), so no figure is of a server still being compiled. All at
-    // once: V8 counts calls, not seconds, and nothing is measured here.
-    const warmMs = Math.max(2_000, config.warmupMs);
-    const first = reads[0]!;
-    await Promise.all([
-      ...[cacheOn, cacheOff].flatMap((server) => PROTOCOLS.map((protocol) => load(server, first, protocol.id, 16)(warmMs))),
-      ...(["connect", "grpc"] as const).map((protocol) => load(bare, first, protocol, 16)(warmMs)),
-      fixedLoad(16)(warmMs),
-      rawPgLoad(first, 16)(warmMs),
-    ]);
+    // V8 compiles a server's call path over its first tens of thousands of calls, and each
+    // read has paths of its own (its statement, its conversions): every server answers every
+    // read on every protocol before any cell counts (with BENCH_QUICK no cell has a warm-up
+    // of its own), so no figure is of a server still being compiled. A read's loads run all
+    // at once: V8 counts calls, not seconds, and nothing is measured here.
+    for (const read of config.serverWarmMs > 0 ? reads : []) {
+      const ms = config.serverWarmMs;
+      await Promise.all([
+        ...[cacheOn, cacheOff].flatMap((server) => PROTOCOLS.map((protocol) => load(server, read, protocol.id, 16)(ms))),
+        ...(["connect", "grpc"] as const).map((protocol) => load(bare, read, protocol, 16)(ms)),
+        fixedLoad(16)(ms),
+        rawPgLoad(read, 16)(ms),
+      ]);
+    }
 
     // Every cell of one read and concurrency, measured round after round in this order
     // (baselines interleaved with the app), then reported as medians.
