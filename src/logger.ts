@@ -32,13 +32,32 @@ export function createLogger(level: string, destination?: DestinationStream, opt
         paths: ["err.rawPacket", "authorization", "*.authorization", "headers.authorization", "secret", "*.secret", "key", "*.key", "token", "*.token"],
         censor: "[redacted]",
       },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTimeByMillisecond(),
     },
     destination,
   );
 }
 
 const WARN = 40;
+
+/**
+ * pino's isoTime, formatted once per millisecond: every call writes an access
+ * line, and formatting a Date for each was ~2 % of a cached hot read's server
+ * CPU (4 µs at c=1, node --cpu-prof); at hot-path rates lines share their
+ * millisecond.
+ */
+function isoTimeByMillisecond(): () => string {
+  let at = Number.NaN;
+  let field = "";
+  return () => {
+    const now = Date.now();
+    if (now !== at) {
+      at = now;
+      field = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return field;
+  };
+}
 
 export type StdoutDestination = DestinationStream & { flushSync(): void };
 

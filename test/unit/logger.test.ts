@@ -35,4 +35,25 @@ describe("log lines through a block writer", () => {
     expect(lines().length).toBeGreaterThan(0);
     expect(lines().length).toBeLessThan(100);
   });
+
+  it("every line carries the ISO time of the millisecond it was written in", async () => {
+    const { destination, lines } = blockFile();
+    const logger = createLogger("info", destination);
+    const written: [number, number][] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = Date.now();
+      logger.info({ i }, "line");
+      written.push([before, Date.now()]);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    logger.warn("flush");
+    const times = lines().slice(0, 3).map((l) => l["time"] as string);
+    for (const [i, time] of times.entries()) {
+      expect(time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      const [before, after] = written[i]!;
+      expect(Date.parse(time)).toBeGreaterThanOrEqual(before);
+      expect(Date.parse(time)).toBeLessThanOrEqual(after);
+    }
+    expect(new Set(times).size).toBe(3);
+  });
 });
