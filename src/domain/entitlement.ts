@@ -81,7 +81,7 @@ export type TenantRecord = Omit<Tenant, "products"> & { readonly grants: readonl
 
 export type EntitlementReason = "entitled" | "tenant_not_found" | "tenant_not_active" | "product_not_granted" | "grant_expired";
 
-/** What CheckEntitlement's one query found: the tenant (null if none) and its grant of the product (null if none). */
+/** What CheckEntitlement judges, taken from the tenant's record: the tenant (null if none) and its grant of the product (null if none). */
 export type EntitlementFacts = {
   readonly tenantId: string;
   readonly tenantStatus: TenantStatus;

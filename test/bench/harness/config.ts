@@ -10,7 +10,7 @@ export type BenchConfig = {
   readonly sections: readonly string[] | undefined;
   /**
    * Load per measured cell, after `warmupMs` of the same load that is not counted (0: none;
-   * the hot-read servers are warmed once before any cell either way). autocannon and h2load
+   * the hot-read servers are warmed on every read before any cell either way). autocannon and h2load
    * count whole seconds: an HTTP/1.1 or h2load cell shorter than a second still loads for one.
    */
   readonly cellMs: number;
@@ -23,13 +23,13 @@ export type BenchConfig = {
   readonly rounds: number;
   /**
    * Before any hot-read cell, every server answers each read on every protocol for this
-   * long (read after read, all servers at once, not counted; 0: no such warm-up): V8 compiles a call path
-   * over its first tens of thousands of calls, and a server still compiling spends a
-   * third more CPU per call (measured at c=1 without the cache: 38 µs/call on V8's
-   * compiler threads after 5 s, 8 after 30 s).
+   * long (read after read, all servers at once, not counted; 0: none). V8 compiles a call
+   * path over its first tens of thousands of calls, and each read has paths of its own: a
+   * fresh server at c=1 without the cache still spent 38 µs a call on V8's compiler threads
+   * after 5 s of it alone, 8 µs after 30 s.
    */
   readonly serverWarmMs: number;
-  /** BENCH_CONCURRENCIES=1,16 measures only these. */
+  /** BENCH_CONCURRENCIES=1,16 measures only these (each once, in that order). */
   readonly concurrencies: readonly number[];
   /** Rows for the "cost grows with data" sections: the small and the large data set (BENCH_ROWS sets the large). */
   readonly smallRows: number;
@@ -60,7 +60,7 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
     databaseUrl: env["BENCH_DATABASE_URL"] || undefined,
     sections: env["BENCH_SECTIONS"] ? env["BENCH_SECTIONS"].split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     cellMs: number("BENCH_CELL_MS", quick ? 1_000 : 3_000),
-    // Quick: no warm-up per cell (at autocannon's whole seconds it doubled the run), only the one before the first cell.
+    // Quick: no warm-up per cell (at autocannon's whole seconds it doubled the run), only the servers' before the first cell.
     warmupMs: number("BENCH_WARMUP_MS", quick ? 0 : 1_000, { zero: true }),
     rounds: Math.round(number("BENCH_ROUNDS", quick ? 1 : 3)),
     serverWarmMs: number("BENCH_SERVER_WARM_MS", quick ? 2_000 : 5_000, { zero: true }),
@@ -75,9 +75,10 @@ export function loadBenchConfig(env: Record<string, string | undefined>, cpus: n
 }
 
 function concurrencyList(raw: string): number[] {
-  const list = raw.split(",").map((part) => Number(part.trim()));
-  if (list.length === 0 || list.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) {
+  const parts = raw.split(",").map((part) => part.trim()).filter(Boolean);
+  if (parts.length === 0 || parts.some((part) => !/^\d{1,4}$/.test(part) || Number(part) < 1 || Number(part) > 1024)) {
     throw new Error(`BENCH_CONCURRENCIES: expected comma-separated whole numbers from 1 to 1024, got "${raw}"`);
   }
-  return list;
+  // Each once, in the order given: a repeat would measure and print the same tables again.
+  return [...new Set(parts.map(Number))];
 }
