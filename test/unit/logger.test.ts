@@ -35,7 +35,6 @@ describe("log lines through a block writer", () => {
     expect(lines().length).toBeGreaterThan(0);
     expect(lines().length).toBeLessThan(100);
   });
-
 });
 
 describe("log line timestamps", () => {
