@@ -199,9 +199,11 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       // cached before (or loaded during) the outage may be trusted either.
       flush();
       usable = state === "connected";
-      // Off the request path: the first miss need not allocate the slots.
-      if (usable) lru ??= createLru();
-      if (usable) logger.info("cache flushed and in use again");
+      if (usable) {
+        // Off the request path: the first miss need not allocate the slots.
+        lru ??= createLru();
+        logger.info("cache flushed and in use again");
+      }
     });
   }
 

@@ -97,6 +97,18 @@ export function medianCell(rounds: readonly CellResult[]): CellResult {
 export type DatabaseCpu = () => Promise<ReadonlyMap<number, number> | undefined>;
 
 /**
+ * Reads the backends' CPU now; the function it gives reads it again and answers the µs used
+ * in between (backendsUsed), or undefined when /proc could not be read at either reading.
+ */
+export async function databaseCpuSince(database: DatabaseCpu): Promise<() => Promise<number | undefined>> {
+  const before = await database();
+  return async () => {
+    const after = await database();
+    return before === undefined || after === undefined ? undefined : backendsUsed(before, after);
+  };
+}
+
+/**
  * A warm-up run that is thrown away, then the measured run with the server's CPU
  * read around it, and PostgreSQL's for the database the server uses when given.
  */
@@ -107,11 +119,11 @@ export async function measureCell(
   database?: DatabaseCpu,
 ): Promise<CellResult> {
   if (config.warmupMs > 0) await load(config.warmupMs);
-  const pgBefore = await database?.();
+  const pgUsed = database && (await databaseCpuSince(database));
   const cpuBefore = server.cpuMicros();
   const result = await load(config.cellMs);
   const cpuAfter = server.cpuMicros();
-  const pgAfter = await database?.();
+  const pgMicros = await pgUsed?.();
   const rssBytes = server.rssBytes();
   const { p50, p99 } = result.latencies.summary();
   return {
@@ -119,7 +131,7 @@ export async function measureCell(
     p50,
     p99,
     cpuPerCall: cpuBefore === undefined || cpuAfter === undefined || result.ok === 0 ? undefined : (cpuAfter - cpuBefore) / result.ok,
-    pgCpuPerCall: pgBefore === undefined || pgAfter === undefined || result.ok === 0 ? undefined : backendsUsed(pgBefore, pgAfter) / result.ok,
+    pgCpuPerCall: pgMicros === undefined || result.ok === 0 ? undefined : pgMicros / result.ok,
     rssBytes,
     ok: result.ok,
     failed: result.failed,

@@ -4,7 +4,7 @@ import { to as copyTo } from "pg-copy-streams";
 import { TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { ACME } from "../../../src/db/seed.js";
 import { connectFramesRead, grpcFramesRead, restLinesRead } from "../clients/export-readers.js";
-import { backendsUsed, startApp, type BenchSection } from "../harness/context.js";
+import { databaseCpuSince, startApp, type BenchSection } from "../harness/context.js";
 import { auditDatabase, withClient } from "../harness/datasets.js";
 import { fmt, type Cell } from "../harness/report.js";
 
@@ -27,7 +27,7 @@ export const exportSection: BenchSection = {
     };
     const copy = await withClient(url, async (client) => {
       // Read before the clock starts (each reading is a connection of its own): the COPY's backend is up by now.
-      const pgBefore = await databaseCpu();
+      const pgUsed = await databaseCpuSince(databaseCpu);
       const readerBefore = readerMicros();
       const started = performance.now();
       const stream = client.query(
@@ -39,8 +39,7 @@ export const exportSection: BenchSection = {
       }
       const seconds = (performance.now() - started) / 1000;
       const reader = readerMicros() - readerBefore;
-      const pgAfter = await databaseCpu();
-      return { rows, seconds, reader, pg: pgBefore && pgAfter && backendsUsed(pgBefore, pgAfter) };
+      return { rows, seconds, reader, pg: await pgUsed() };
     });
     const copied = copy.rows;
     const copyPerSecond = copied / copy.seconds;
@@ -91,7 +90,7 @@ export const exportSection: BenchSection = {
       let rssPeak = rssBefore ?? 0;
       const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssBytes() ?? 0)), 100);
       const cpuBefore = server.cpuMicros();
-      const pgBefore = await databaseCpu();
+      const pgUsed = await databaseCpuSince(databaseCpu);
       const readerBefore = readerMicros();
       const started = performance.now();
       let received = 0;
@@ -104,7 +103,7 @@ export const exportSection: BenchSection = {
       const seconds = (performance.now() - started) / 1000;
       const readerUsed = readerMicros() - readerBefore;
       const cpuAfter = server.cpuMicros();
-      const pgAfter = await databaseCpu();
+      const pgMicros = await pgUsed();
       const perSecond = received / seconds;
       const cpuPerEvent = cpuBefore === undefined || cpuAfter === undefined ? undefined : (cpuAfter - cpuBefore) / received;
       rows.push([
@@ -114,7 +113,7 @@ export const exportSection: BenchSection = {
         fmt.ratio(perSecond, copyPerSecond),
         fmt.ms(cpuPerEvent),
         perEvent(readerUsed, received),
-        perEvent(pgBefore && pgAfter && backendsUsed(pgBefore, pgAfter), received),
+        perEvent(pgMicros, received),
         fmt.mb(rssBefore),
         fmt.mb(rssPeak),
         rssBefore === undefined ? undefined : fmt.mb(rssPeak - rssBefore),
