@@ -3,10 +3,11 @@
  * services. Imports nothing of the server (no database driver): only the
  * generated stubs and Connect.
  */
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createAnswerCache, type ClientCacheOptions, type ClientCacheStats } from "./cache.js";
+import { createWideWindowSessionManager } from "./http2-windows.js";
 import { createRetryInterceptor, type RetryOptions } from "./retry.js";
 import { startWatching, type WatchOptions } from "./watch.js";
 
@@ -21,7 +22,7 @@ export type TenantRegistryClientOptions = {
   readonly token?: string;
   /** Asked before every attempt, so it can refresh (e.g. a client-credentials grant with its own cache). */
   readonly tokenProvider?: () => string | Promise<string>;
-  /** The deadline of a call that sets none itself (default 5 s; retries happen within it). */
+  /** The deadline of a unary call that sets none itself (default 5 s; retries happen within it); server streams have none by default. */
   readonly timeoutMs?: number;
   /** Retries of safe calls on Unavailable: a count, or the backoff in detail (default 2 retries). */
   readonly retries?: number | RetryOptions;
@@ -62,17 +63,36 @@ export function createTenantRegistryClient(options: TenantRegistryClientOptions)
     createRetryInterceptor(retries),
     ...(options.token !== undefined || options.tokenProvider ? [createBearerInterceptor(options)] : []),
   ];
-  const common = { baseUrl: options.baseUrl, interceptors, defaultTimeoutMs: options.timeoutMs ?? 5_000 };
-  const transport =
-    (options.protocol ?? "grpc") === "grpc"
-      ? createGrpcTransport(common)
-      : createConnectTransport({ ...common, httpVersion: options.httpVersion ?? "1.1", useBinaryFormat: true });
-  const client = createClient(TenantRegistryService, transport);
+  const transport = transportFactory(options, interceptors);
+  const client = createClient(TenantRegistryService, transport(options.timeoutMs ?? 5_000));
+  // A default deadline suits a call that answers once. A server stream runs as long as its data
+  // (an export of a million events) or for good (a watch): it has none unless the caller gives one.
+  const streams = createClient(TenantRegistryService, transport(undefined));
+  for (const method of TenantRegistryService.methods) {
+    if (method.methodKind === "server_streaming") Object.assign(client, { [method.localName]: streams[method.localName as keyof typeof streams] });
+  }
   const watcher = cache && cacheOptions ? startWatching(client, cache, cacheOptions) : undefined;
   return Object.assign(client, {
     cache: cache && watcher ? { get stats() { return cache.stats; }, whenLive: () => watcher.whenLive() } : undefined,
     close: () => watcher?.close(),
   });
+}
+
+/**
+ * The client's transports, by default deadline. Over HTTP/2 they share one
+ * connection, whose flow-control windows are wide enough for a long stream
+ * (see http2-windows.ts).
+ */
+function transportFactory(options: TenantRegistryClientOptions, interceptors: Interceptor[]): (defaultTimeoutMs: number | undefined) => Transport {
+  const grpc = (options.protocol ?? "grpc") === "grpc";
+  const sessionManager = grpc || options.httpVersion === "2" ? createWideWindowSessionManager(options.baseUrl) : undefined;
+  return (defaultTimeoutMs) => {
+    const common = { baseUrl: options.baseUrl, interceptors, ...(defaultTimeoutMs === undefined ? {} : { defaultTimeoutMs }) };
+    if (grpc) return createGrpcTransport({ ...common, sessionManager });
+    return sessionManager
+      ? createConnectTransport({ ...common, httpVersion: "2", sessionManager, useBinaryFormat: true })
+      : createConnectTransport({ ...common, httpVersion: "1.1", useBinaryFormat: true });
+  };
 }
 
 /** Innermost, so every retry asks the provider again and a refreshed token is used. */

@@ -49,6 +49,14 @@ const routes = (router: ConnectRouter) =>
       await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
       return {};
     },
+    // Two messages, the second after 600 ms: longer than the short default deadlines below.
+    async *exportAuditEvents(_req, ctx) {
+      calls["exportAuditEvents"] = (calls["exportAuditEvents"] ?? 0) + 1;
+      yield { events: [] };
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      ctx.signal.throwIfAborted();
+      yield { events: [] };
+    },
     async suspendTenant(_req, ctx) {
       scripted("suspendTenant", ctx);
       return {};
@@ -164,6 +172,21 @@ describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) =
     expect(Date.now() - started).toBeGreaterThanOrEqual(190);
     expect(Date.now() - started).toBeLessThan(2_000);
     expect(calls["getTenant"]).toBe(1);
+  });
+
+  it("gives a server stream no default deadline: an export runs as long as its data", async () => {
+    let messages = 0;
+    for await (const _ of client({ timeoutMs: 200 }).exportAuditEvents({})) messages += 1;
+    expect(messages).toBe(2);
+  });
+
+  it("still ends a server stream at a deadline the call gives", async () => {
+    const read = async () => {
+      for await (const _ of client().exportAuditEvents({}, { timeoutMs: 200 })) {
+        // drained
+      }
+    };
+    await expect(read()).rejects.toMatchObject({ code: Code.DeadlineExceeded });
   });
 });
 
