@@ -43,7 +43,7 @@ export function parseApiKeyToken(token: string): { readonly prefix: string } | n
   return match ? { prefix: match[1]! } : null;
 }
 
-// crypto.hash: one call, no Hash object to build and finish (a third cheaper; every VerifyApiKey and key-authenticated call hashes its token).
+// One call, no Hash object to build and finish: every VerifyApiKey and key-authenticated call hashes its token.
 export function hashApiKeyToken(token: string): Buffer {
   return oneShotHash("sha256", token, "buffer");
 }

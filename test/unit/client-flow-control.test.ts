@@ -1,19 +1,20 @@
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.js";
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createTenantRegistryClient } from "../../src/client/index.js";
-import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from "../../src/client/http2-windows.js";
+import { CONNECTION_WINDOW_BYTES, createWideWindowSessionManager, STREAM_WINDOW_BYTES } from "../../src/client/http2-windows.js";
 
 /**
  * The client's HTTP/2 flow-control windows, as a real h2c server sees them: how
- * much a response stream, and the connection, may send before the client has
- * read it. Node's default is 64 KiB for both, and an export then runs at the
- * pace of WINDOW_UPDATEs (make bench, export).
+ * much it may send on a response stream, and on the connection, before it must
+ * wait for a WINDOW_UPDATE. Node's default is 64 KiB for both, and a long export
+ * then stalls whenever the client is busy decoding (make bench, export).
  */
 const sessions: http2.ServerHttp2Session[] = [];
 let server: http2.Http2Server;
@@ -23,6 +24,11 @@ const routes = (router: ConnectRouter) =>
   router.service(TenantRegistryService, {
     async getTenantBySlug(req) {
       return { tenant: create(TenantSchema, { slug: req.slug }) };
+    },
+    // One message, then nothing until the caller goes away, as a quiet export or watch.
+    async *exportAuditEvents(_req, ctx) {
+      yield { events: [] };
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
     },
   });
 
@@ -65,5 +71,58 @@ describe.each([
     const next = sessions[first + 1]!;
     expect(next.remoteSettings.initialWindowSize).toBe(STREAM_WINDOW_BYTES);
     expect(await connectionWindow(next)).toBeGreaterThan(CONNECTION_WINDOW_BYTES - 64 * 1024);
+  });
+});
+
+/**
+ * A TCP hop between client and server that can go silent: from `cut()` on it
+ * forwards nothing either way and closes nothing, as a connection behind a
+ * dead NAT entry or a vanished host does.
+ */
+async function silenceableHop(target: string): Promise<{ url: string; cut(): void; close(): Promise<void> }> {
+  const { port } = new URL(target);
+  let silent = false;
+  const sockets = new Set<net.Socket>();
+  const hop = net.createServer((downstream) => {
+    const upstream = net.connect(Number(port), "127.0.0.1");
+    for (const [from, to] of [[downstream, upstream], [upstream, downstream]] as const) {
+      sockets.add(from);
+      from.on("data", (chunk) => silent || to.write(chunk));
+      from.on("error", () => {});
+    }
+  });
+  await new Promise<void>((resolve) => hop.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(hop.address() as AddressInfo).port}`,
+    cut: () => (silent = true),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => hop.close(resolve));
+    },
+  };
+}
+
+describe("the client's HTTP/2 connection keepalive", () => {
+  it("ends a stream without a deadline once its connection goes silent, instead of waiting for good", async () => {
+    const hop = await silenceableHop(baseUrl);
+    try {
+      // The client's manager, on a short clock (it pings every 30 s and waits 15 s for the answer).
+      const sessionManager = createWideWindowSessionManager(hop.url, { pingIntervalMs: 100, pingTimeoutMs: 200 });
+      const client = createClient(TenantRegistryService, createGrpcTransport({ baseUrl: hop.url, sessionManager }));
+      const stream = client.exportAuditEvents({})[Symbol.asyncIterator]();
+      expect((await stream.next()).done).toBe(false);
+      hop.cut();
+      const outcome = await Promise.race([
+        stream.next().then(
+          () => "a message",
+          (error: unknown) => error,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve("still waiting after 5 s"), 5_000)),
+      ]);
+      expect(outcome).toBeInstanceOf(ConnectError);
+      expect((outcome as ConnectError).code).toBe(Code.Unavailable);
+    } finally {
+      await hop.close();
+    }
   });
 });

@@ -24,7 +24,7 @@ let testNumber = 0;
 
 function scripted(method: string, ctx: HandlerContext): void {
   if (ctx.requestHeader.get("x-test-number") !== String(testNumber)) throw new ConnectError("an earlier test's call", Code.Aborted);
-  if (method === "getTenantBySlug") authorizations.push(ctx.requestHeader.get("authorization") ?? "");
+  if (method === "getTenantBySlug" || method === "exportAuditEvents") authorizations.push(ctx.requestHeader.get("authorization") ?? "");
   calls[method] = (calls[method] ?? 0) + 1;
   if (calls[method]! <= script.failures) throw new ConnectError("scripted failure", script.code);
 }
@@ -51,7 +51,8 @@ const routes = (router: ConnectRouter) =>
     },
     // Two messages, the second after 600 ms: longer than the short default deadlines below.
     async *exportAuditEvents(_req, ctx) {
-      calls["exportAuditEvents"] = (calls["exportAuditEvents"] ?? 0) + 1;
+      // Through the stream's own transport, the caller's interceptors and the credential still apply.
+      scripted("exportAuditEvents", ctx);
       yield { events: [] };
       await new Promise((resolve) => setTimeout(resolve, 600));
       ctx.signal.throwIfAborted();
@@ -74,9 +75,13 @@ beforeEach(() => {
   authorizations = [];
 });
 
-const PROTOCOLS = ["grpc", "connect"] as const;
+const PROTOCOLS = [
+  { name: "grpc", protocol: "grpc" },
+  { name: "connect", protocol: "connect" },
+  { name: "connect over HTTP/2", protocol: "connect", httpVersion: "2" },
+] as const satisfies readonly (Pick<TenantRegistryClientOptions, "protocol" | "httpVersion"> & { name: string })[];
 
-describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) => {
+describe.each(PROTOCOLS)("createTenantRegistryClient retries ($name)", ({ name: _name, ...transport }) => {
   const client = (options: Partial<TenantRegistryClientOptions> = {}) => {
     const tag = String(testNumber);
     const tagged: Interceptor = (next) => async (req) => {
@@ -85,7 +90,7 @@ describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) =
     };
     return createTenantRegistryClient({
       baseUrl: `http://127.0.0.1:${server.port}`,
-      protocol,
+      ...transport,
       retries: { max: 2, baseDelayMs: 5 },
       interceptors: [tagged],
       ...options,
@@ -176,8 +181,10 @@ describe.each(PROTOCOLS)("createTenantRegistryClient retries (%s)", (protocol) =
 
   it("gives a server stream no default deadline: an export runs as long as its data", async () => {
     let messages = 0;
-    for await (const _ of client({ timeoutMs: 200 }).exportAuditEvents({})) messages += 1;
+    for await (const _ of client({ timeoutMs: 200, token: "stream-token" }).exportAuditEvents({})) messages += 1;
     expect(messages).toBe(2);
+    expect(calls["exportAuditEvents"]).toBe(1);
+    expect(authorizations).toEqual(["Bearer stream-token"]);
   });
 
   it("still ends a server stream at a deadline the call gives", async () => {

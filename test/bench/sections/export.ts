@@ -71,7 +71,8 @@ export const exportSection: BenchSection = {
       ["gRPC", viaRpc((baseUrl) => createGrpcTransport({ baseUrl }))],
       // Node's default 64 KiB stream and connection windows stall a long stream on WINDOW_UPDATEs;
       // gRPC's own clients grow theirs (BDP probing) to megabytes, and so does ours (a wider stream
-      // window alone gains nothing while the connection's stays at 64 KiB).
+      // window alone gains nothing while the connection's stays at 64 KiB). It also runs the client's
+      // interceptors (retries, which pass streams through untouched).
       ["gRPC, tenant-registry/client (wide windows)", async (baseUrl, signal) => {
         const registry = createTenantRegistryClient({ baseUrl });
         let received = 0;
