@@ -50,9 +50,14 @@ function attackOnce(): Promise<void> {
       createConnection: () => net.connect({ host: "127.0.0.1", port, localAddress }),
     });
     let up = false;
+    // MAX_MS bounds the attack whatever the server does: a connection it neither
+    // answers nor closes (a connect waiting in a full accept queue, say) is cut at
+    // the deadline; a run wedged on one was killed by the bench at its own bound.
+    const cutAtDeadline = setTimeout(() => session.destroy(), Math.max(0, deadline - performance.now()));
     session.on("error", () => {});
     session.once("goaway", (code: number) => (stats.goaway[String(code)] = (stats.goaway[String(code)] ?? 0) + 1));
     session.once("close", () => {
+      clearTimeout(cutAtDeadline);
       if (!up) stats.refused++;
       resolve();
     });
