@@ -52,7 +52,7 @@ function attackOnce(): Promise<void> {
     let up = false;
     // MAX_MS bounds the attack whatever the server does: a connection it neither
     // answers nor closes (a connect waiting in a full accept queue, say) is cut at
-    // the deadline; a run wedged on one was killed by the bench at its own bound.
+    // the deadline instead of holding the attacker past it.
     const cutAtDeadline = setTimeout(() => session.destroy(), Math.max(0, deadline - performance.now()));
     session.on("error", () => {});
     session.once("goaway", (code: number) => (stats.goaway[String(code)] = (stats.goaway[String(code)] ?? 0) + 1));

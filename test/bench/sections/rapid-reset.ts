@@ -176,7 +176,9 @@ async function measureScenario(
       const attackEnd = performance.now() + bounds.attackMs;
       while (!attacker.done() && performance.now() < attackEnd && during.count < 200_000) await call(during);
       end = { cpu: server.cpuMicros(), t: performance.now() };
-      await Promise.race([attacker.result.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 15_000))]);
+      let windDown: NodeJS.Timeout | undefined;
+      await Promise.race([attacker.result.catch(() => {}), new Promise((resolve) => (windDown = setTimeout(resolve, 15_000)))]);
+      clearTimeout(windDown);
     } finally {
       attacker.kill();
     }
