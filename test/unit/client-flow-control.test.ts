@@ -1,5 +1,4 @@
 import * as http2 from "node:http2";
-import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type ConnectRouter } from "@connectrpc/connect";
@@ -9,6 +8,7 @@ import { TenantSchema } from "../../gen/breakpilot/tenantregistry/v1/tenant_pb.j
 import { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { createTenantRegistryClient } from "../../src/client/index.js";
 import { CONNECTION_WINDOW_BYTES, createWideWindowSessionManager, STREAM_WINDOW_BYTES } from "../../src/client/http2-windows.js";
+import { startTcpProxy } from "../support/tcp-proxy.js";
 
 /**
  * The client's HTTP/2 flow-control windows, as a real h2c server sees them: how
@@ -74,44 +74,17 @@ describe.each([
   });
 });
 
-/**
- * A TCP hop between client and server that can go silent: from `cut()` on it
- * forwards nothing either way and closes nothing, as a connection behind a
- * dead NAT entry or a vanished host does.
- */
-async function silenceableHop(target: string): Promise<{ url: string; cut(): void; close(): Promise<void> }> {
-  const { port } = new URL(target);
-  let silent = false;
-  const sockets = new Set<net.Socket>();
-  const hop = net.createServer((downstream) => {
-    const upstream = net.connect(Number(port), "127.0.0.1");
-    for (const [from, to] of [[downstream, upstream], [upstream, downstream]] as const) {
-      sockets.add(from);
-      from.on("data", (chunk) => silent || to.write(chunk));
-      from.on("error", () => {});
-    }
-  });
-  await new Promise<void>((resolve) => hop.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(hop.address() as AddressInfo).port}`,
-    cut: () => (silent = true),
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => hop.close(resolve));
-    },
-  };
-}
-
 describe("the client's HTTP/2 connection keepalive", () => {
   it("ends a stream without a deadline once its connection goes silent, instead of waiting for good", async () => {
-    const hop = await silenceableHop(baseUrl);
+    const hop = await startTcpProxy("127.0.0.1", Number(new URL(baseUrl).port));
+    const hopUrl = `http://127.0.0.1:${hop.port}`;
     try {
       // The client's manager, on a short clock (it pings every 30 s and waits 15 s for the answer).
-      const sessionManager = createWideWindowSessionManager(hop.url, { pingIntervalMs: 100, pingTimeoutMs: 200 });
-      const client = createClient(TenantRegistryService, createGrpcTransport({ baseUrl: hop.url, sessionManager }));
+      const sessionManager = createWideWindowSessionManager(hopUrl, { pingIntervalMs: 100, pingTimeoutMs: 200 });
+      const client = createClient(TenantRegistryService, createGrpcTransport({ baseUrl: hopUrl, sessionManager }));
       const stream = client.exportAuditEvents({})[Symbol.asyncIterator]();
       expect((await stream.next()).done).toBe(false);
-      hop.cut();
+      hop.silence();
       const outcome = await Promise.race([
         stream.next().then(
           () => "a message",
@@ -122,7 +95,7 @@ describe("the client's HTTP/2 connection keepalive", () => {
       expect(outcome).toBeInstanceOf(ConnectError);
       expect((outcome as ConnectError).code).toBe(Code.Unavailable);
     } finally {
-      await hop.close();
+      await hop.cut();
     }
   });
 });

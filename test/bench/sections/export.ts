@@ -1,4 +1,4 @@
-import { createClient, type Transport } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { to as copyTo } from "pg-copy-streams";
 import { TenantRegistryService } from "../../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
@@ -61,24 +61,20 @@ export const exportSection: BenchSection = {
     ];
     // Each reader takes every event as its client would: gRPC and Connect decode messages; the REST
     // export is read as `curl > file` reads it, its lines counted (the checkpoint line is not an event).
-    const viaRpc = (make: (baseUrl: string) => Transport) => async (baseUrl: string, signal: AbortSignal) => {
-      const registry = createClient(TenantRegistryService, make(baseUrl));
+    const viaClient = (make: (baseUrl: string) => Pick<Client<typeof TenantRegistryService>, "exportAuditEvents">) => async (baseUrl: string, signal: AbortSignal) => {
+      const registry = make(baseUrl);
       let received = 0;
       for await (const message of registry.exportAuditEvents({ tenantId: ACME.id }, { signal })) received += message.events.length;
       return received;
     };
+    const viaRpc = (make: (baseUrl: string) => Transport) => viaClient((baseUrl) => createClient(TenantRegistryService, make(baseUrl)));
     const readers: [label: string, read: (baseUrl: string, signal: AbortSignal) => Promise<number>][] = [
       ["gRPC", viaRpc((baseUrl) => createGrpcTransport({ baseUrl }))],
       // Node's default 64 KiB stream and connection windows stall a long stream on WINDOW_UPDATEs;
       // gRPC's own clients grow theirs (BDP probing) to megabytes, and so does ours (a wider stream
       // window alone gains nothing while the connection's stays at 64 KiB). It also runs the client's
       // interceptors (retries, which pass streams through untouched).
-      ["gRPC, tenant-registry/client (wide windows)", async (baseUrl, signal) => {
-        const registry = createTenantRegistryClient({ baseUrl });
-        let received = 0;
-        for await (const message of registry.exportAuditEvents({ tenantId: ACME.id }, { signal })) received += message.events.length;
-        return received;
-      }],
+      ["gRPC, tenant-registry/client (wide windows)", viaClient((baseUrl) => createTenantRegistryClient({ baseUrl }))],
       // connect-node's default is the binary format; JSON is asked for separately.
       ["Connect binary (HTTP/1.1)", viaRpc((baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1" }))],
       ["Connect JSON (HTTP/1.1)", viaRpc((baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }))],
