@@ -10,7 +10,7 @@ import {
   updateProject,
 } from "../db/queries/projects.js";
 import { cacheKey } from "../cache/change-notice.js";
-import { listApiKeyPrefixesOfProject } from "../db/queries/api-keys.js";
+import { lockApiKeysOfProject } from "../db/queries/api-keys.js";
 import { findTenantRef, lockTenantForChange, type Db } from "../db/queries/tenants.js";
 import { writerOf } from "./tenant-writer.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../domain/errors.js";
@@ -158,7 +158,7 @@ export function createProjectHandlers(deps: ServiceDeps) {
         // The row lock keeps new keys off the project while its keys are counted.
         const project = await lockProjectForChange(tx, tenantId, id);
         if (!project) throw new NotFoundError("project", id);
-        const keys = await listApiKeyPrefixesOfProject(tx, tenantId, id);
+        const keys = await lockApiKeysOfProject(tx, tenantId, id);
         await deleteProject(tx, tenantId, id);
         return {
           result: undefined,

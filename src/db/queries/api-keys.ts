@@ -96,14 +96,18 @@ export async function lockApiKey(tx: Db, id: string): Promise<ApiKey | null> {
   return row && toApiKey(row);
 }
 
-/** The keys of a project (id and prefixes), which deleting the project deletes with it. */
-export async function listApiKeyPrefixesOfProject(
-  db: Db,
+/** The keys of a project (id and prefixes), which deleting the project deletes with it; locked until the transaction ends. */
+export async function lockApiKeysOfProject(
+  tx: Db,
   tenantId: string,
   projectId: string,
 ): Promise<readonly { readonly id: string; readonly prefix: string; readonly previous_prefix: string | null }[]> {
-  return db.any(sql.type(z.object({ id: z.guid(), prefix: z.string(), previous_prefix: z.string().nullable() }))`
-    SELECT id, prefix, previous_prefix FROM api_keys WHERE tenant_id = ${tenantId} AND project_id = ${projectId}`);
+  // FOR UPDATE, not a plain read: a rotation committing while this waits for its
+  // row would otherwise leave the cascade deleting a key under a prefix nobody
+  // names, and a replica that cached the new prefix would keep verifying it.
+  // Under READ COMMITTED a locked row is read again as it is once the lock is ours.
+  return tx.any(sql.type(z.object({ id: z.guid(), prefix: z.string(), previous_prefix: z.string().nullable() }))`
+    SELECT id, prefix, previous_prefix FROM api_keys WHERE tenant_id = ${tenantId} AND project_id = ${projectId} FOR UPDATE`);
 }
 
 /** Keyset position in ListApiKeys' order: created_at in PostgreSQL's full (microsecond) text form, and id. */

@@ -113,6 +113,13 @@ export async function replaceIdpEmailDomains(tx: Db, tenantId: string, domains: 
 
 /** Deletes the tenant's config and (by cascade) its domains; answers what was deleted. */
 export async function deleteIdpConfig(tx: Db, tenantId: string): Promise<IdpConfig | null> {
+  // The config's row first, in a statement of its own: a SetIdpConfig holds it until
+  // it commits, and a statement that waited for it still reads the domains as they
+  // were when it began. The next statement's snapshot has that change's domains,
+  // so the cascade removes none that go unnamed (and stay cached elsewhere).
+  const locked = await tx.maybeOneFirst(sql.type(z.object({ id: z.guid() }))`
+    SELECT id FROM tenant_idp_config WHERE tenant_id = ${tenantId} FOR UPDATE`);
+  if (locked === null) return null;
   const row = await tx.maybeOne(sql.type(idpConfigRow)`
     WITH deleted AS (
       DELETE FROM tenant_idp_config WHERE tenant_id = ${tenantId}
