@@ -28,6 +28,11 @@ export type CacheStats = {
   readonly invalidations: number;
   readonly entries: number;
   readonly listenerConnected: boolean;
+  /**
+   * Invalidations remembered for loads still running (a load must not keep an answer
+   * a notice made stale while it ran): only those since the oldest running load began.
+   */
+  readonly invalidationsHeld: number;
 };
 
 /**
@@ -83,7 +88,8 @@ const ignore: Put = (_key, loaded) => loaded.value;
  * A load that was running when a notice named its key (or an entry its answer
  * depends on, or its tenant as a whole), or when the cache was flushed, may
  * have read the database before that change committed: its answer is handed
- * to the callers waiting for it, but not kept, and later readers start anew.
+ * to the callers that were waiting for it before the notice, but not kept, and
+ * readers who come after any notice start a load of their own.
  */
 export function createReadCache(settings: CacheSettings, listener: ChangeListener | undefined, logger: Logger): ReadCache {
   let hits = 0;
@@ -94,12 +100,16 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
   // Every invalidation and flush is a new epoch; loads remember the one they started in.
   let epoch = 0;
   let flushedAt = 0;
-  let loading = 0;
-  // What was invalidated (keys, and "tenant:<id>" for whole tenants) at which epoch, while loads run.
+  // How many loads are running, by the epoch they started in: in insertion order, which
+  // is ascending (an epoch is added only while it is the current one), so the first is the oldest.
+  const running = new Map<number, number>();
+  // What was invalidated (keys, and "tenant:<id>" for whole tenants) at which epoch, in
+  // ascending order of epoch, kept only while a load that started before it still runs.
   const invalidatedAt = new Map<string, number>();
   let usable = settings.enabled && listener?.connected === true;
   const lagWatchers = new Set<(lagMs: number, notice: ChangeNotice) => void>();
-  const inFlight = new Map<string, Promise<Entry>>();
+  // A running load of a key, joined only by readers that come in the epoch it started in.
+  const inFlight = new Map<string, { readonly started: number; readonly pending: Promise<Entry> }>();
   // Which keys hold each tenant's entries, for notices that name a whole tenant.
   const byTenant = new Map<string, Set<string>>();
   // Which entries were derived from an entry (kept while they are cached, whether it still is or not).
@@ -143,7 +153,30 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
   }
 
   function invalidated(name: string) {
-    if (loading > 0) invalidatedAt.set(name, epoch);
+    if (running.size === 0) return;
+    // Moved to the end, so that the map stays in ascending order of epoch.
+    invalidatedAt.delete(name);
+    invalidatedAt.set(name, epoch);
+  }
+
+  function loadStarted(started: number) {
+    running.set(started, (running.get(started) ?? 0) + 1);
+  }
+
+  function loadEnded(started: number) {
+    const left = running.get(started)! - 1;
+    if (left > 0) {
+      running.set(started, left);
+      return;
+    }
+    running.delete(started);
+    // What was invalidated at or before the oldest running load began cannot fail
+    // any running load's check (stillFresh): those entries go.
+    const oldest = running.keys().next().value ?? Infinity;
+    for (const [name, at] of invalidatedAt) {
+      if (at > oldest) break;
+      invalidatedAt.delete(name);
+    }
   }
 
   /** Whether a load started at `started` may keep its answer for `key`: nothing it rests on changed since. */
@@ -157,7 +190,6 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
 
   function drop(key: string) {
     invalidated(key);
-    inFlight.delete(key);
     lru?.delete(key);
     const derived = dependents.get(key);
     if (derived) for (const k of [...derived]) lru?.delete(k);
@@ -165,7 +197,6 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
 
   function flush() {
     flushedAt = ++epoch;
-    inFlight.clear();
     lru?.clear();
     byTenant.clear();
     dependents.clear();
@@ -176,8 +207,6 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
     for (const key of notice.keys) drop(key);
     if (notice.tenantWide) {
       invalidated(`tenant:${notice.tenantId}`);
-      // Which running loads are the tenant's is known only when they finish: later readers start anew.
-      inFlight.clear();
       for (const key of [...(byTenant.get(notice.tenantId) ?? [])]) drop(key);
     }
   }
@@ -222,7 +251,12 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       }
       misses++;
       if (note) note.misses++;
-      let pending = inFlight.get(key);
+      // A load that began before the latest notice or flush may have read the database
+      // before that change committed, and which entries it rests on (its tenant, what it
+      // depends on) is known only when it ends: a reader who comes after the notice
+      // must not be handed its answer, so it starts a load of its own.
+      const current = inFlight.get(key);
+      let pending = current?.started === epoch ? current.pending : undefined;
       if (!pending) {
         const started = epoch;
         const keep = (k: string, entry: Entry) => {
@@ -234,18 +268,16 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
           keep(k, entry);
           return entry.value;
         };
-        loading++;
+        loadStarted(started);
         pending = load(arg, put)
           .then((loaded) => {
             keep(key, loaded);
             return loaded;
           })
-          .finally(() => {
-            if (--loading === 0) invalidatedAt.clear();
-          });
-        const mine = pending;
+          .finally(() => loadEnded(started));
+        const mine = { started, pending };
         inFlight.set(key, mine);
-        void mine.then(
+        void pending.then(
           () => inFlight.get(key) === mine && inFlight.delete(key),
           () => inFlight.get(key) === mine && inFlight.delete(key),
         );
@@ -274,6 +306,9 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       },
       get listenerConnected() {
         return listener?.connected ?? false;
+      },
+      get invalidationsHeld() {
+        return invalidatedAt.size;
       },
     },
     onInvalidation(fn) {
