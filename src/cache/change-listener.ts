@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger } from "../logger.js";
@@ -28,10 +29,12 @@ export type ChangeListenerOptions = {
   readonly connectionUri: string;
   readonly logger: Logger;
   /**
-   * How often the session proves it is alive, and how long a proof may take.
-   * A connection that died silently (no FIN, no RST) cannot deliver notices and
-   * cannot tell us: the heartbeat bounds how long that goes unnoticed to about
-   * heartbeatMs + heartbeatTimeoutMs.
+   * How often the session proves that notices reach it, and how long a proof may
+   * take: a notice published by another session must arrive. A connection that
+   * died silently (no FIN, no RST) cannot deliver notices and cannot tell us, and
+   * behind a pooler in transaction mode LISTEN is accepted and nothing ever
+   * arrives while queries keep working: the heartbeat bounds how long either goes
+   * unnoticed to about heartbeatMs + heartbeatTimeoutMs.
    */
   readonly heartbeatMs?: number;
   readonly heartbeatTimeoutMs?: number;
@@ -45,8 +48,10 @@ export const LISTENER_HEARTBEAT_TIMEOUT_MS = 500;
 
 /**
  * Starts the listener on a dedicated pg.Client, not a pooled connection: a
- * pool would hand the session back and LISTEN would go with it. Reconnects
- * with backoff for as long as it is open.
+ * pool would hand the session back and LISTEN would go with it. A second
+ * dedicated client publishes the heartbeat's probes, so that they travel the
+ * way other replicas' notices do, and so that a busy pool cannot hold them up.
+ * Reconnects with backoff for as long as it is open.
  */
 export function createChangeListener({
   connectionUri,
@@ -60,7 +65,7 @@ export function createChangeListener({
   const stateWatchers = new Set<(state: ListenerState) => void>();
   const closing = new AbortController();
   let connected = false;
-  let current: pg.Client | undefined;
+  let current: readonly pg.Client[] = [];
 
   function setState(next: boolean) {
     if (next === connected) return;
@@ -87,18 +92,54 @@ export function createChangeListener({
     }
   }
 
-  /** One session: resolves when it is lost (error, end, failed heartbeat) or the listener closes. */
-  async function session(client: pg.Client): Promise<void> {
+  /**
+   * One session: resolves when it is lost (error, end, failed heartbeat) or the
+   * listener closes. Connected only once a probe has come back: before that,
+   * nothing says notices arrive at all.
+   */
+  async function session(client: pg.Client, prober: pg.Client): Promise<void> {
     const lost = new Promise<unknown>((resolve) => {
-      client.on("error", resolve);
-      client.on("end", () => resolve(new Error("connection ended")));
+      for (const c of [client, prober]) {
+        c.on("error", resolve);
+        c.on("end", () => resolve(new Error("connection ended")));
+      }
       closing.signal.addEventListener("abort", () => resolve(undefined), { once: true });
     });
+    // A channel of this session's own: its probes wake no other replica's subscribers.
+    const probeChannel = `tenant_registry_probe_${randomBytes(8).toString("hex")}`;
+    let probeArrived: ((payload: string | undefined) => void) | undefined;
     client.on("notification", (message) => {
       if (message.channel === CHANGE_CHANNEL) deliver(message.payload);
+      else if (message.channel === probeChannel) probeArrived?.(message.payload);
     });
-    await client.connect();
+    await Promise.all([client.connect(), prober.connect()]);
     await client.query(`LISTEN ${CHANGE_CHANNEL}`);
+    await client.query(`LISTEN ${probeChannel}`);
+
+    let sent = 0;
+    const probe = (hint = "") =>
+      new Promise<void>((resolve, reject) => {
+        const payload = String(++sent);
+        const deadline = setTimeout(() => {
+          probeArrived = undefined;
+          reject(new Error(`a notice published by another session did not arrive within ${heartbeatTimeoutMs} ms${hint}`));
+        }, heartbeatTimeoutMs);
+        probeArrived = (arrived) => {
+          if (arrived !== payload) return;
+          clearTimeout(deadline);
+          probeArrived = undefined;
+          resolve();
+        };
+        prober.query("SELECT pg_notify($1, $2)", [probeChannel, payload]).catch((error: unknown) => {
+          clearTimeout(deadline);
+          reject(error);
+        });
+      });
+    const first = await Promise.race([
+      probe(": LISTEN needs a session of its own (DATABASE_URL must not go through a pooler in transaction mode)").then(() => "arrived" as const, (error: unknown) => error),
+      lost.then((reason) => reason ?? new Error("the listener was closed")),
+    ]);
+    if (first !== "arrived") throw first;
     logger.info("change listener connected");
     setState(true);
 
@@ -107,17 +148,9 @@ export function createChangeListener({
       const timer = setInterval(() => {
         if (inFlight) return;
         inFlight = true;
-        const deadline = setTimeout(() => resolve(new Error(`no heartbeat answer within ${heartbeatTimeoutMs} ms`)), heartbeatTimeoutMs);
-        client.query("SELECT 1").then(
-          () => {
-            clearTimeout(deadline);
-            inFlight = false;
-          },
-          (error: unknown) => {
-            clearTimeout(deadline);
-            resolve(error);
-          },
-        );
+        probe().then(() => {
+          inFlight = false;
+        }, resolve);
       }, heartbeatMs);
       timer.unref();
       void lost.then(() => clearInterval(timer));
@@ -129,24 +162,22 @@ export function createChangeListener({
 
   async function run() {
     for (let attempt = 0; !closing.signal.aborted; attempt++) {
-      const client = new pg.Client({
-        connectionString: connectionUri,
-        keepAlive: true,
-        application_name: "tenant-registry change listener",
-        connectionTimeoutMillis: 5_000,
-      });
-      current = client;
+      const connect = (application_name: string) =>
+        new pg.Client({ connectionString: connectionUri, keepAlive: true, application_name, connectionTimeoutMillis: 5_000 });
+      const client = connect("tenant-registry change listener");
+      const prober = connect("tenant-registry change probe");
+      current = [client, prober];
       // Errors after the session is over (a late socket error) must not crash the process.
-      client.on("error", () => {});
+      for (const c of current) c.on("error", () => {});
       try {
-        await session(client);
+        await session(client, prober);
         // A session that got as far as connecting restarts the backoff.
         if (connected) attempt = -1;
       } catch (error) {
         if (!closing.signal.aborted) logger.warn({ err: error }, "change listener could not connect; retrying");
       }
       setState(false);
-      void client.end().catch(() => {});
+      for (const c of current) void c.end().catch(() => {});
       if (closing.signal.aborted) break;
       const backoff = Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(attempt, 16));
       await sleep(backoff * (0.5 + Math.random() / 2), undefined, { signal: closing.signal }).catch(() => {});
@@ -184,7 +215,7 @@ export function createChangeListener({
     async close() {
       closing.abort();
       await running;
-      await current?.end().catch(() => {});
+      await Promise.all(current.map((c) => c.end().catch(() => {})));
     },
   };
   return listener;
