@@ -106,6 +106,7 @@ async function authorize(
   }
   const permitted = tenantPermissionsOf(principal).has(policy.permission);
   const located = await locateTenant(policy.tenant, input, message, tenants);
+  if (located.kind === "platform") return { ...denied, message: `permission denied: ${policy.permission} on the platform's own chain is for platform principals` };
   if (located.kind === "tenant" && located.tenantId === principal.tenantId) return permitted ? undefined : denied;
   if (located.kind === "unresolved" && permitted) {
     // Nothing to resolve (an unknown slug or key, a malformed id): the handler answers
@@ -116,6 +117,7 @@ async function authorize(
 }
 
 type Located =
+  | { kind: "platform" }
   | { kind: "unresolved"; requested: string; notFound: string }
   | { kind: "tenant"; tenantId: string; requested: string; notFound: string };
 
@@ -126,6 +128,8 @@ async function locateTenant(locator: TenantLocator, input: DescMessage, message:
   let notFound = `tenant ${value} not found`;
   switch (locator.by) {
     case "tenant_id":
+      // Not "unresolved": the handler would answer it with the platform's chain, not NotFound.
+      if (value === "" && locator.emptyIsPlatform) return { kind: "platform" };
       tenantId = isUuid(value) ? value.toLowerCase() : undefined;
       break;
     case "slug":

@@ -33,7 +33,8 @@ export type Permission = (typeof PERMISSIONS)[number];
  * the id of an API key, or nothing (platform-level calls).
  */
 export type TenantLocator =
-  | { readonly by: "tenant_id"; readonly field: string }
+  /** `emptyIsPlatform`: an empty id names the platform (its audit chain), which only platform principals reach. */
+  | { readonly by: "tenant_id"; readonly field: string; readonly emptyIsPlatform?: boolean }
   | { readonly by: "slug"; readonly field: string }
   | { readonly by: "id_or_slug"; readonly field: string }
   | { readonly by: "api_key_id"; readonly field: string }
@@ -91,8 +92,8 @@ export const RPC_POLICIES: Readonly<Record<string, RpcPolicy>> = {
   ListAuditEvents: { permission: "audit:read", tenant: tenantId("tenant_id") },
   ExportAuditEvents: { permission: "audit:read", tenant: tenantId("tenant_id") },
   // An empty tenant_id is the platform chain: only platform principals resolve it.
-  VerifyAuditChain: { permission: "audit:verify", tenant: tenantId("tenant_id") },
-  GetAuditCheckpoint: { permission: "audit:verify", tenant: tenantId("tenant_id") },
+  VerifyAuditChain: { permission: "audit:verify", tenant: { by: "tenant_id", field: "tenant_id", emptyIsPlatform: true } },
+  GetAuditCheckpoint: { permission: "audit:verify", tenant: { by: "tenant_id", field: "tenant_id", emptyIsPlatform: true } },
   GetAuditPublicKey: { permission: "audit:read", tenant: none },
   GetAuditRetention: { permission: "audit:read", tenant: tenantId("tenant_id") },
   SetAuditRetention: { permission: "audit:retention", tenant: tenantId("tenant_id"), auditAction: "tenant.audit_retention.set" },

@@ -244,6 +244,21 @@ describe("tenant isolation", () => {
     expect((await sql.query("SELECT 1 FROM tenant_projects WHERE tenant_id = $1 AND slug = 'nope'", [w.tenantId])).rowCount).toBe(0);
   });
 
+  it.each(["tenant-admin", "api-key:tenant-admin"] as const)(
+    "%s, which may verify and checkpoint its own chain, may do neither to the platform's (an empty tenant_id); the platform admin may",
+    async (caller) => {
+      const w = await world();
+      const client = await clientAs(caller, w);
+      const checkpoints = async () => (await sql.query("SELECT count(*)::int AS n FROM audit_checkpoints")).rows[0].n as number;
+      const before = await checkpoints();
+      expect(await codeOf(client.verifyAuditChain({ tenantId: "" }))).toBe("PermissionDenied");
+      expect(await codeOf(client.getAuditCheckpoint({ tenantId: "" }))).toBe("PermissionDenied");
+      expect(await checkpoints()).toBe(before);
+      expect(await codeOf(client.verifyAuditChain({ tenantId: w.tenantId }))).toBe("OK");
+      expect((await admin.verifyAuditChain({ tenantId: "" })).chainId).toBe("00000000-0000-0000-0000-000000000000");
+    },
+  );
+
   it("does not let a platform role widen a tenant role: service + tenant-admin of A is only a service on B", async () => {
     const a = await world();
     const b = await world();
