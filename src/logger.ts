@@ -28,6 +28,7 @@ export function createLogger(level: string, destination?: DestinationStream, opt
       // With tracing on, every line logged inside a call carries its trace id.
       ...(options.traceIds ? { mixin: () => { const traceId = activeTraceId(); return traceId ? { traceId } : {}; } } : {}),
       base: { service: "tenant-registry" },
+      serializers: { err: errorFields },
       redact: {
         paths: ["err.rawPacket", "authorization", "*.authorization", "headers.authorization", "secret", "*.secret", "key", "*.key", "token", "*.token"],
         censor: "[redacted]",
@@ -39,6 +40,32 @@ export function createLogger(level: string, destination?: DestinationStream, opt
 }
 
 const WARN = 40;
+
+// pg's error fields that say which value failed or which constraint: what an operator needs.
+const KEPT_FIELDS = ["code", "severity", "constraint", "table", "column", "errno", "syscall"] as const;
+const FRAME = /^\s+at (?:async )?([\w$.<>]+) \(/;
+
+/**
+ * An error as a log field: its type, message, code and cause, and the names of
+ * the functions it came through, but no stack (paths of this installation), and
+ * none of what drivers hang on errors (pg's `where`, `internalQuery`, `file`,
+ * `routine`; a Slonik error's SQL and values; Node's raw packets): the log
+ * carries no SQL, no path and nothing a caller sent beyond what a message quotes.
+ */
+export function errorFields(error: unknown, depth = 0): unknown {
+  if (!(error instanceof Error)) return typeof error === "object" && error !== null ? { type: "non-error object" } : error;
+  const fields: Record<string, unknown> = { type: error.constructor?.name ?? error.name, message: error.message };
+  const record = error as unknown as Record<string, unknown>;
+  for (const key of KEPT_FIELDS) {
+    const value = record[key];
+    if (typeof value === "string" || typeof value === "number") fields[key] = value;
+  }
+  const frames = (error.stack ?? "").split("\n").flatMap((line) => FRAME.exec(line)?.[1] ?? []).slice(0, 8);
+  if (frames.length > 0) fields["frames"] = frames.join(" < ");
+  if (error.cause !== undefined && depth < 3) fields["cause"] = errorFields(error.cause, depth + 1);
+  if (error instanceof AggregateError && depth < 3) fields["errors"] = error.errors.slice(0, 5).map((e: unknown) => errorFields(e, depth + 1));
+  return fields;
+}
 
 /**
  * pino's isoTime, formatted once per millisecond: every call writes an access

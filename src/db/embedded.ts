@@ -94,7 +94,8 @@ export async function startEmbeddedPostgres(options: {
     persistent: options.persistent,
     // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user.
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
+    // Terse, and no statement text with errors: its lines go to the dev log, which carries no SQL.
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "log_error_verbosity=terse", "-c", "log_min_error_statement=panic"],
     onLog: (message) => log(String(message).trim()),
     onError: (error) => log(`embedded postgres: ${error instanceof Error ? error.message : String(error)}`),
   });

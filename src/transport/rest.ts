@@ -9,6 +9,7 @@ import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditE
 import type { AuditSigner } from "../domain/audit-chain.js";
 import type { ChainBaseReader } from "../service/audit-chain.js";
 import { EXPORT_FORMATS, writeAuditExport, type ExportFormat } from "./rest-export.js";
+import { isClientGone } from "./client-faults.js";
 import { restRouteKey } from "./context.js";
 import type { Logger } from "../logger.js";
 import { createEnumsFromShort, createEnumsToShort } from "./rest-json.js";
@@ -221,6 +222,11 @@ export function createRestHandler(options: RestOptions): RestHandler {
     } catch (error) {
       if (error instanceof RestInputError) {
         sendJson(res, 400, { code: "invalid_argument", message: error.message });
+        return true;
+      }
+      if (!(error instanceof ConnectError) && isClientGone(error, res)) {
+        // The client left mid-body: nobody to answer, nothing wrong here (as on the RPC paths).
+        options.logger.debug({ code: (error as NodeJS.ErrnoException).code, route: route.template }, "rest: the client went away");
         return true;
       }
       if (!(error instanceof ConnectError)) options.logger.error({ err: error, route: route.template }, "rest call failed outside the interceptors");

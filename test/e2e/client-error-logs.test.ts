@@ -64,6 +64,24 @@ describe("no log line, at any level, carries request bytes", () => {
   });
 });
 
+describe("a client that leaves is the client's doing", () => {
+  it("a REST call whose client leaves mid-body is a debug line, not an error with a stack", async () => {
+    const from = server.logText().length;
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(server.port, "127.0.0.1", () => {
+        socket.write(`POST /v1/tenants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"slug"`);
+        setTimeout(() => socket.destroy(), 200);
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => resolve());
+    });
+    await expect.poll(() => server.logText().slice(from), { timeout: 2_000, interval: 20 }).toMatch(/"rest: the client went away"/);
+    const lines = server.logText().slice(from).split("\n").filter(Boolean).map((l) => JSON.parse(l) as { level: number });
+    expect(lines.filter((l) => l.level >= 40)).toEqual([]);
+    expect(server.logText().slice(from)).not.toContain("stack");
+  });
+});
+
 /** Checks the lines logged since `from` (a logText() length). */
 function assertNoRequestBytes(from: number) {
   const text = server.logText().slice(from);

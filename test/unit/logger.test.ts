@@ -57,3 +57,50 @@ describe("log line timestamps", () => {
     expect(expected).toEqual(["2026-12-07T17:00:00.000Z", "2026-12-07T17:00:00.000Z", "2026-12-07T17:00:00.001Z", "2026-12-07T16:59:59.995Z"]);
   });
 });
+
+describe("errors in log lines", () => {
+  it("carry their type, message, code, cause and the functions they came through, never a stack, a path, SQL or the values sent", () => {
+    const logged: string[] = [];
+    const logger = createLogger("debug", { write: (line: string) => void logged.push(line) });
+    // As pg and Slonik build them: the driver's error (with the server's source position and
+    // the statement it ran) as the cause of one carrying the query and its values.
+    const driver = Object.assign(new Error("duplicate key value violates unique constraint \"tenants_slug_key\""), {
+      code: "23505",
+      severity: "ERROR",
+      constraint: "tenants_slug_key",
+      detail: "Key (slug)=(secret-customer) already exists.",
+      where: "SQL statement \"INSERT INTO tenants (slug) VALUES ($1)\"",
+      internalQuery: "SELECT * FROM tenants",
+      file: "nbtinsert.c",
+      line: "666",
+      routine: "_bt_check_unique",
+    });
+    function insertTenant() {
+      return Object.assign(new Error("Query violates a unique integrity constraint.", { cause: driver }), {
+        sql: "INSERT INTO tenants (slug) VALUES ($1)",
+        values: ["secret-customer"],
+      });
+    }
+    logger.error({ err: insertTenant() }, "unexpected error");
+
+    const text = logged.join("");
+    const { err } = JSON.parse(text) as { err: Record<string, unknown> };
+    expect(err).toMatchObject({
+      type: "Error",
+      message: "Query violates a unique integrity constraint.",
+      cause: { type: "Error", code: "23505", severity: "ERROR", constraint: "tenants_slug_key" },
+    });
+    expect(err["frames"]).toMatch(/^insertTenant < /);
+    for (const leak of ["INSERT", "SELECT", "secret-customer", "nbtinsert", "_bt_check_unique", "file://", "/test/unit/", "logger.test", "    at "]) {
+      expect(text, leak).not.toContain(leak);
+    }
+  });
+
+  it("a value that is not an Error is logged as it is when it is a primitive, and by its kind when it is an object", () => {
+    const logged: string[] = [];
+    const logger = createLogger("debug", { write: (line: string) => void logged.push(line) });
+    logger.warn({ err: "connection ended" }, "a");
+    logger.warn({ err: { sql: "SELECT 1", password: "hunter2" } }, "b");
+    expect(logged.map((l) => (JSON.parse(l) as { err: unknown }).err)).toEqual(["connection ended", { type: "non-error object" }]);
+  });
+});
