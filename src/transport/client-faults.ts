@@ -1,3 +1,4 @@
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "../logger.js";
 
@@ -29,6 +30,30 @@ export function createClientFaultGate(logger: Logger): (context: HandlerContext)
     const left = context.timeoutMs();
     if (left !== undefined && left <= 0) throw new ConnectError("the call's deadline has already passed", Code.DeadlineExceeded);
     const started = performance.now();
+    const logFault = (reason: string) =>
+      logger.info(
+        {
+          procedure: `${context.service.typeName}/${context.method.name}`,
+          code: Code[Code.InvalidArgument],
+          ms: Math.round((performance.now() - started) * 100) / 100,
+          requestId: context.requestHeader.get("x-request-id")?.slice(0, 128),
+          reason,
+        },
+        "rpc",
+      );
+    // A Connect GET carries its message in the query; connect-es decodes `base64=1`
+    // with a function that throws a plain Error, which it answers Internal.
+    if (context.requestMethod === "GET") {
+      const query = new URL(context.url).searchParams;
+      if (query.get("base64") === "1") {
+        try {
+          base64Decode(query.get("message") ?? "");
+        } catch {
+          logFault("undecodable request message");
+          throw new ConnectError("message: not valid base64 (base64=1)", Code.InvalidArgument);
+        }
+      }
+    }
     // abort() is on the context object connect-es builds, though not on its public type.
     const internal = context as HandlerContext & { abort(reason?: unknown): void };
     const abort = internal.abort.bind(internal);
@@ -37,16 +62,7 @@ export function createClientFaultGate(logger: Logger): (context: HandlerContext)
       if (!logged && reason instanceof ConnectError && reason.code === Code.Internal && CLIENT_FAULT.test(reason.rawMessage)) {
         logged = true;
         (reason as { code: Code }).code = Code.InvalidArgument;
-        logger.info(
-          {
-            procedure: `${context.service.typeName}/${context.method.name}`,
-            code: Code[Code.InvalidArgument],
-            ms: Math.round((performance.now() - started) * 100) / 100,
-            requestId: context.requestHeader.get("x-request-id")?.slice(0, 128),
-            reason: "undecodable request body",
-          },
-          "rpc",
-        );
+        logFault("undecodable request body");
       }
       // connect-es ends every call with abort() and no reason, which builds a
       // DOMException and its stack trace: 4 % of server CPU on a cached hot read

@@ -81,6 +81,25 @@ describe("a body the server cannot decode is the caller's fault (InvalidArgument
   });
 });
 
+describe("a Connect GET whose message is not valid base64 is the caller's fault", () => {
+  it.each(["proto", "json"])("encoding=%s&base64=1 with a message of !!!: 400 invalid_argument naming the message, and an access-log line", async (encoding) => {
+    const marker = `base64-${encoding}-${Date.now()}`;
+    const res = await fetch(`${server.baseUrl}/breakpilot.tenantregistry.v1.TenantRegistryService/GetTenantBySlug?connect=v1&encoding=${encoding}&base64=1&message=!!!`, {
+      headers: { "x-request-id": marker },
+    });
+    const json = (await res.json()) as { code: string; message: string };
+    expect([res.status, json.code]).toEqual([400, "invalid_argument"]);
+    expect(json.message).toMatch(/^message: not valid base64/);
+    expect(server.logs.find((l) => l["msg"] === "rpc" && l["requestId"] === marker)).toMatchObject({ code: "InvalidArgument" });
+  });
+
+  it("a valid base64 message still reaches the call", async () => {
+    const message = Buffer.from(JSON.stringify({ slug: "no-such-tenant-here" })).toString("base64url");
+    const res = await fetch(`${server.baseUrl}/breakpilot.tenantregistry.v1.TenantRegistryService/GetTenantBySlug?connect=v1&encoding=json&base64=1&message=${message}`);
+    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([404, "not_found"]);
+  });
+});
+
 describe("a body that cannot be decoded is still InvalidArgument when the caller's deadline passed while it arrived", () => {
   // The deadline fires first, so the call's signal is already aborted when the body
   // fails to inflate or parse; connect-es would then answer Internal.
