@@ -37,6 +37,7 @@ import { createTenantHandlers } from "./service/tenants.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { TRACING_OFF, type Tracing } from "./observability/tracing.js";
 import { createCanonicalIdsInterceptor } from "./transport/canonical-ids.js";
+import { createNoNulInterceptor } from "./transport/no-nul.js";
 import { createClientFaultGate, strictUtf8Decoder } from "./transport/client-faults.js";
 import { createObservingInterceptor } from "./transport/observe.js";
 import { cachedReadiness, registerGrpcHealth, type Readiness } from "./transport/health.js";
@@ -174,6 +175,7 @@ export function createApp({
   const interceptors = [
     createObservingInterceptor({ logger, metrics, tracing }),
     createCanonicalIdsInterceptor(),
+    createNoNulInterceptor(),
     createAuthInterceptor({
       authenticate: authenticatorFor(auth, verifyKey, logger),
       openServices: new Set(served.filter((s) => s !== TenantRegistryService).map((s) => s.typeName)),
