@@ -3,6 +3,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { insertAuditEvent } from "../db/queries/audit.js";
 import type { Db } from "../db/queries/tenants.js";
 import type { Crud } from "../domain/audit.js";
+import { PermissionDeniedError, type DenialAudit } from "../domain/errors.js";
 import { isUuid } from "../domain/ids.js";
 import type { Logger } from "../logger.js";
 import type { OutcomeMetrics } from "../observability/metrics.js";
@@ -65,23 +66,38 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
       message = req.message;
     }
 
+    // The one place denied calls are counted and audited: here, and for what a handler refuses below.
+    const denied = async (denial: Denial, audit: DenialAudit = {}) => {
+      options.metrics.callDenied(req.method.name, denial.code === Code.NotFound ? "not_found" : "permission_denied");
+      if (!policy.auditAction) return;
+      if (denialBudget.take(`${principal.kind}:${principal.id}`)) {
+        await recordDenial(options, principal, policy, req.method.name, denial, address, audit);
+      } else {
+        options.logger.warn({ actor: principal.id, rpc: req.method.name }, "denied call not audited: too many denials from this principal this minute");
+      }
+    };
+
     const denial = await authorize(principal, policy, req.method.input, message, options.tenants);
     if (denial) {
-      options.metrics.callDenied(req.method.name, denial.code === Code.NotFound ? "not_found" : "permission_denied");
-      if (policy.auditAction) {
-        if (denialBudget.take(`${principal.kind}:${principal.id}`)) {
-          await recordDenial(options, principal, policy, req.method.name, denial, address);
-        } else {
-          options.logger.warn({ actor: principal.id, rpc: req.method.name }, "denied call not audited: too many denials from this principal this minute");
-        }
-      }
+      await denied(denial);
       throw new ConnectError(denial.message, denial.code);
     }
-    return next(req);
+    // Mutating RPCs are unary: a handler's refusal of what the caller asked (more scopes
+    // than a key holds, a domain only the platform assigns) is a denied call too.
+    if (req.stream || !policy.auditAction) return next(req);
+    try {
+      return await next(req);
+    } catch (error) {
+      if (error instanceof PermissionDeniedError) {
+        const requested = policy.tenant.by === "none" ? undefined : fieldValue(req.method.input, message, policy.tenant.field);
+        await denied({ code: Code.PermissionDenied, message: error.message, requested: typeof requested === "string" ? requested : undefined }, error.audit);
+      }
+      throw error;
+    }
   };
 }
 
-type Denial = { code: Code; message: string; requested?: string };
+type Denial = { code: Code; message: string; requested?: string | undefined };
 
 /**
  * Platform roles (platform-admin, service) act on every tenant. Everything else
@@ -171,6 +187,7 @@ async function recordDenial(
   method: string,
   denial: Denial,
   sourceIp: string | undefined,
+  audit: DenialAudit,
 ): Promise<void> {
   const action = policy.auditAction!;
   try {
@@ -181,9 +198,9 @@ async function recordDenial(
         action,
         crud: CRUD_OF_VERB[action.split(".").at(-1)!] ?? "u",
         // What the caller asked for, as it asked: never an id it could not already see.
-        target: { id: denial.requested || method, type: "rpc", name: method },
+        target: audit.target ?? { id: denial.requested || method, type: "rpc", name: method },
         description: `denied: ${denial.message}`,
-        fields: { rpc: method, permission: policy.permission, code: Code[denial.code] },
+        fields: { rpc: method, permission: audit.permission ?? policy.permission, code: Code[denial.code], ...audit.fields },
         isFailure: true,
       },
       { actor: actorOf(principal), sourceIp },

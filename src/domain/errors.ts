@@ -46,8 +46,27 @@ export class FailedPreconditionError extends DomainError {
   readonly kind = "failed_precondition";
 }
 
-/** The caller may call the RPC, but not do this particular thing with it (e.g. grant more than it holds). */
+/** What the audit event of a denied call says beyond the call itself (see the auth interceptor, which writes it). */
+export type DenialAudit = {
+  /** The permission the caller lacked, when it is not the RPC's own. */
+  readonly permission?: string;
+  readonly target?: { readonly id: string; readonly name: string; readonly type: string };
+  /** Added to the event's fields: what the call would have changed. */
+  readonly fields?: Readonly<Record<string, string | number | boolean | readonly string[]>>;
+};
+
+/**
+ * The caller may call the RPC, but not do this particular thing with it (e.g. grant
+ * more than it holds). Thrown by a handler of a mutating RPC, it is audited as a
+ * denied call by the auth interceptor, as the interceptor's own denials are.
+ */
 export class PermissionDeniedError extends DomainError {
   override readonly name = "PermissionDeniedError";
   readonly kind = "permission_denied";
+  constructor(
+    message: string,
+    readonly audit: DenialAudit = {},
+  ) {
+    super(message);
+  }
 }

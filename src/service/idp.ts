@@ -7,7 +7,6 @@ import {
   replaceIdpEmailDomains,
   upsertIdpConfig,
 } from "../db/queries/idp.js";
-import { insertAuditEvent } from "../db/queries/audit.js";
 import { findTenantRef, lockTenantForChange } from "../db/queries/tenants.js";
 import { writerOf } from "./tenant-writer.js";
 import { permissionsOf } from "../auth/permissions.js";
@@ -96,7 +95,7 @@ function domainChanges(current: readonly string[], next: readonly string[]): { a
 }
 
 export function createIdpHandlers(deps: ServiceDeps) {
-  const { db, appEnv, logger, hot, clock } = deps;
+  const { db, appEnv, hot, clock } = deps;
   return {
     async setIdpConfig(req, ctx) {
       const input = idpConfigInput(req, appEnv);
@@ -104,77 +103,54 @@ export function createIdpHandlers(deps: ServiceDeps) {
       // Undefined only where auth is bypassed (tests); AUTH_MODE=none runs as the dev platform admin.
       const principal = ctx.values.get(principalKey);
       const mayChangeDomains = !principal || permissionsOf(principal).has(DOMAINS_PERMISSION);
-      let denied: { added: string[]; removed: string[] } | undefined;
 
-      try {
-        const config = await audited(deps, auditContextOf(ctx), async (tx) => {
-          await lockTenantForChange(tx, input.tenantId, writerOf(ctx));
-          // The upsert locks the config row (or waits for a concurrent first set), so the
-          // domains read next are the ones this transaction replaces: no change slips in between.
-          const { config: saved, created } = await upsertIdpConfig(tx, row);
-          const before = await listIdpEmailDomains(tx, input.tenantId);
-          if (!mayChangeDomains) {
-            const changes = domainChanges(before, emailDomains);
-            if (changes.added.length > 0 || changes.removed.length > 0) {
-              denied = changes;
-              // Rolls the upsert back with everything else.
-              throw new PermissionDeniedError(
-                "permission denied: email_domains are assigned by a platform admin once the domain's ownership is verified; " +
-                  "set the config with the tenant's current email_domains",
-              );
-            }
-          }
-          const taken = await replaceIdpEmailDomains(tx, input.tenantId, emailDomains);
-          // Naming the domain, never its owner: other tenants stay invisible.
-          if (taken.length > 0) throw new AlreadyExistsError("identity provider", "email_domains", taken[0]!);
-          return {
-            result: { ...saved, emailDomains },
-            // Login routing of every domain the config owned or owns now (a new one may be cached as unknown).
-            changed: { tenantId: input.tenantId, keys: [...new Set([...before, ...emailDomains])].map(cacheKey.emailDomain) },
-            event: {
-              tenantId: input.tenantId,
-              action: "idp_config.set",
-              crud: created ? "c" : "u",
-              target: { id: saved.id, name: saved.issuerUrl, type: "idp_config" },
-              // The secret reference is not a secret, but the audit log stays clear of anything next to one.
-              fields: {
-                protocol: saved.protocol,
-                issuer_url: saved.issuerUrl,
-                client_id: saved.clientId,
-                client_secret_ref_set: saved.clientSecretRef !== "",
-                keycloak_realm: saved.keycloakRealm,
-                email_domains: emailDomains,
-                enabled: saved.enabled,
-              },
-            },
-          };
-        });
-        return { idpConfig: idpConfigToProto(config) };
-      } catch (error) {
-        if (error instanceof PermissionDeniedError && denied) {
-          // Like the interceptor's denials: an attempt to claim a domain is itself an event (the change rolled back).
-          await insertAuditEvent(
-            db,
-            {
-              tenantId: input.tenantId,
-              action: "idp_config.set",
-              crud: "u",
-              target: { id: input.tenantId, name: "SetIdpConfig", type: "tenant" },
-              description: `denied: ${error.message}`,
-              fields: {
-                rpc: "SetIdpConfig",
+      const config = await audited(deps, auditContextOf(ctx), async (tx) => {
+        await lockTenantForChange(tx, input.tenantId, writerOf(ctx));
+        // The upsert locks the config row (or waits for a concurrent first set), so the
+        // domains read next are the ones this transaction replaces: no change slips in between.
+        const { config: saved, created } = await upsertIdpConfig(tx, row);
+        const before = await listIdpEmailDomains(tx, input.tenantId);
+        if (!mayChangeDomains) {
+          const changes = domainChanges(before, emailDomains);
+          if (changes.added.length > 0 || changes.removed.length > 0) {
+            // Rolls the upsert back with everything else; the auth interceptor audits the attempt.
+            throw new PermissionDeniedError(
+              "permission denied: email_domains are assigned by a platform admin once the domain's ownership is verified; " +
+                "set the config with the tenant's current email_domains",
+              {
                 permission: DOMAINS_PERMISSION,
-                code: "PermissionDenied",
-                email_domains_added: denied.added,
-                email_domains_removed: denied.removed,
+                target: { id: input.tenantId, name: "SetIdpConfig", type: "tenant" },
+                fields: { email_domains_added: changes.added, email_domains_removed: changes.removed },
               },
-              isFailure: true,
-            },
-            auditContextOf(ctx),
-          ).then(() => auditContextOf(ctx).written?.(1)).catch((err: unknown) => logger.warn({ err, method: "SetIdpConfig" }, "could not record a denied call in the audit log"));
+            );
+          }
         }
-        throw error;
-      }
+        const taken = await replaceIdpEmailDomains(tx, input.tenantId, emailDomains);
+        // Naming the domain, never its owner: other tenants stay invisible.
+        if (taken.length > 0) throw new AlreadyExistsError("identity provider", "email_domains", taken[0]!);
+        return {
+          result: { ...saved, emailDomains },
+          // Login routing of every domain the config owned or owns now (a new one may be cached as unknown).
+          changed: { tenantId: input.tenantId, keys: [...new Set([...before, ...emailDomains])].map(cacheKey.emailDomain) },
+          event: {
+            tenantId: input.tenantId,
+            action: "idp_config.set",
+            crud: created ? "c" : "u",
+            target: { id: saved.id, name: saved.issuerUrl, type: "idp_config" },
+            // The secret reference is not a secret, but the audit log stays clear of anything next to one.
+            fields: {
+              protocol: saved.protocol,
+              issuer_url: saved.issuerUrl,
+              client_id: saved.clientId,
+              client_secret_ref_set: saved.clientSecretRef !== "",
+              keycloak_realm: saved.keycloakRealm,
+              email_domains: emailDomains,
+              enabled: saved.enabled,
+            },
+          },
+        };
+      });
+      return { idpConfig: idpConfigToProto(config) };
     },
 
     async getIdpConfig(req) {

@@ -54,14 +54,20 @@ async function keyRow(id: string) {
 }
 const keyCount = async (tenantId: string) => Number((await sql.query("SELECT count(*) AS n FROM api_keys WHERE tenant_id = $1", [tenantId])).rows[0].n);
 
-/** Asserts the call is PermissionDenied naming `lacking`, and that it attempted no write at all. */
+const deniedEvents = async () => Number((await sql.query("SELECT count(*) AS n FROM audit_log WHERE is_failure")).rows[0].n);
+
+/**
+ * Asserts the call is PermissionDenied naming `lacking`, and that the one write it
+ * made is its own audit event (a denied call, as the interceptor's denials are).
+ */
 async function expectDeniedWithoutWrites(call: () => Promise<unknown>, lacking: string[], notLacking: string[] = []) {
-  const before = await writeAttempts();
+  const [before, deniedBefore] = [await writeAttempts(), await deniedEvents()];
   const error = await failure(call());
   expect(error?.code, error?.message).toBe(Code.PermissionDenied);
   for (const scope of lacking) expect(error?.rawMessage).toContain(`"${scope}"`);
   for (const scope of notLacking) expect(error?.rawMessage).not.toContain(`"${scope}"`);
-  expect(await writeAttempts(), "writes attempted by a denied call").toBe(before);
+  expect(await writeAttempts(), "writes attempted by a denied call").toBe(before + 1);
+  expect(await deniedEvents(), "the denied call's audit event").toBe(deniedBefore + 1);
 }
 
 describe.each<TransportName>(["grpc", "connect-json-h1"])("an api key managing keys, over %s", (transport) => {
@@ -96,7 +102,10 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("an api key managing k
     );
     expect(await keyCount(tenantId)).toBe(count);
     expect((await sql.query("SELECT 1 FROM idempotency_keys WHERE key = $1", [`idem-${transport}`])).rowCount).toBe(0);
-    expect((await auditEvents(sql, { tenantId })).filter((e) => e.actor_id === writer.key.id)).toEqual([]);
+    // Each attempt is a failure event with the key as its actor.
+    const attempts = (await auditEvents(sql, { tenantId })).filter((e) => e.actor_id === writer.key.id);
+    expect(attempts.map((e) => [e.action, e.is_failure, e.fields.code])).toEqual(Array(3).fill(["api_key.create", true, "PermissionDenied"]));
+    expect(attempts[0]!.fields).toMatchObject({ rpc: "CreateApiKey", code: "PermissionDenied" });
   });
 
   it("may create keys with a subset of its scopes (after dedupe), and none at all", async () => {
@@ -119,7 +128,9 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("an api key managing k
     expect(await keyRow(strong.key.id)).toEqual(before);
     // The stronger key still works with its old secret.
     await expect(strong.client.getTenant({ id: tenantId })).resolves.toBeDefined();
-    expect((await auditEvents(sql, { targetId: strong.key.id })).map((e) => e.action)).toEqual(["api_key.create"]);
+    const events = await auditEvents(sql, { targetId: strong.key.id });
+    expect(events.filter((e) => !e.is_failure).map((e) => e.action)).toEqual(["api_key.create"]);
+    expect(events.filter((e) => e.is_failure).map((e) => e.action).sort()).toEqual(["api_key.revoke", "api_key.rotate"]);
   });
 
   it("cannot rotate or revoke an already revoked stronger key either", async () => {
