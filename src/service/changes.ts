@@ -76,6 +76,9 @@ export function createChangeHandlers(
         unsubscribe();
         unwatch();
       }
+      // The caller's deadline is not a clean end: it is told so, as any call past its deadline.
+      const reason: unknown = ctx.signal.reason;
+      if (!shutdownSignal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) throw reason;
       // Ends with OK on shutdown: the client resubscribes (elsewhere) and flushes.
     },
   };

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +14,7 @@ import { useOidcTestServer } from "../support/harness.js";
 import type { OidcIssuer } from "../support/oidc-issuer.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
+import { envelope, grpcStatus, h2Post } from "../support/wire.js";
 
 /**
  * The client's opt-in cache, against the real server and its real change feed:
@@ -219,6 +221,23 @@ describe("WatchChanges", () => {
     await expect(first(viewerOfA, "not-a-uuid")).rejects.toMatchObject({ code: Code.InvalidArgument });
     expect(await first(viewerOfA, a.id)).toBe("flush");
     expect(await first(admin as TenantRegistryClient, randomUUID())).toBe("flush");
+  });
+
+  it("ends DeadlineExceeded, not OK, when the caller's deadline passes", async () => {
+    const session = http2.connect(server.baseUrl);
+    try {
+      const started = performance.now();
+      const answer = await h2Post(
+        session,
+        "/breakpilot.tenantregistry.v1.TenantRegistryService/WatchChanges",
+        { "content-type": "application/grpc", te: "trailers", "grpc-timeout": "400m", authorization: `Bearer ${serviceToken}` },
+        envelope(new Uint8Array(0)),
+      );
+      expect(grpcStatus(answer)).toBe(String(Code.DeadlineExceeded));
+      expect(performance.now() - started).toBeGreaterThanOrEqual(350);
+    } finally {
+      session.close();
+    }
   });
 
   it("ends cleanly when the server drains, and the client's cache goes off", async () => {
