@@ -9,7 +9,7 @@ import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditE
 import type { AuditSigner } from "../domain/audit-chain.js";
 import type { ChainBaseReader } from "../service/audit-chain.js";
 import { EXPORT_FORMATS, writeAuditExport, type ExportFormat } from "./rest-export.js";
-import { isClientGone } from "./client-faults.js";
+import { inexactInteger, inexactIntegerMessage, isClientGone } from "./client-faults.js";
 import { restRouteKey } from "./context.js";
 import type { Logger } from "../logger.js";
 import { createEnumsFromShort, createEnumsToShort } from "./rest-json.js";
@@ -317,6 +317,8 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
     throw new RestInputError("request body is not valid UTF-8");
   }
   if (text === "") return {};
+  const inexact = inexactInteger(text);
+  if (inexact !== undefined) throw new RestInputError(inexactIntegerMessage(inexact));
   try {
     return JSON.parse(text) as JsonValue;
   } catch {

@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import type pg from "pg";
+import { insertTenant } from "../support/fixtures.js";
+import { useTestServer } from "../support/harness.js";
+import { restFetch } from "../support/rest.js";
+import type { TestServer } from "../support/server.js";
+
+/*
+ * JSON.parse reads 9007199254740993 as 9007199254740992: an int64 sent as a JSON
+ * number beyond 2^53 would be stored as another number without a word. It is
+ * refused instead, and the same value as a string is kept exactly.
+ */
+
+let server: TestServer;
+let sql: pg.Client;
+useTestServer((h) => ({ server, sql } = h));
+
+const BEYOND = "9007199254740993";
+const stored = async (tenantId: string) =>
+  (await sql.query("SELECT limits::text AS limits FROM tenant_products WHERE tenant_id = $1 AND product = 'compliance'", [tenantId])).rows[0]?.limits as string | undefined;
+
+describe("an integer beyond 2^53 sent as a JSON number", () => {
+  it("over Connect JSON: InvalidArgument naming the number, and nothing granted", async () => {
+    const tenant = await insertTenant(sql);
+    const res = await fetch(`${server.baseUrl}/breakpilot.tenantregistry.v1.TenantRegistryService/GrantProduct`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: `{"tenantId":"${tenant.id}","product":"PRODUCT_CODE_COMPLIANCE","limits":{"seats":${BEYOND}}}`,
+    });
+    const json = (await res.json()) as { code: string; message: string };
+    expect([res.status, json.code]).toEqual([400, "invalid_argument"]);
+    expect(json.message).toContain(`the number ${BEYOND} is beyond 2^53`);
+    expect(await stored(tenant.id)).toBeUndefined();
+  });
+
+  it("over REST: 400 naming the number; as a string it is stored exactly", async () => {
+    const tenant = await insertTenant(sql);
+    const put = (limits: string) =>
+      restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/products/compliance`, { method: "PUT", headers: { "content-type": "application/json" }, body: `{"limits":${limits}}` });
+    const refused = await put(`{"seats":${BEYOND}}`);
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { message: string }).message).toContain(BEYOND);
+    expect(await stored(tenant.id)).toBeUndefined();
+
+    const kept = await put(`{"seats":"${BEYOND}"}`);
+    expect(kept.status).toBe(200);
+    expect(await stored(tenant.id)).toBe(`{"seats": ${BEYOND}}`);
+    // Numbers a double holds exactly, 2^53 itself included, are read as sent (JSON numbers
+    // for int64 are valid ProtoJSON, though the OpenAPI document asks for strings).
+    const exact = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/products/compliance`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: `{"limits":{"seats":9007199254740992, "api_calls": 12}}`,
+    });
+    expect(exact.status).toBe(200);
+    expect(await stored(tenant.id)).toBe(`{"seats": 9007199254740992, "api_calls": 12}`);
+  });
+
+  it("a long digit run inside a string is no number", async () => {
+    const tenant = await insertTenant(sql);
+    const res = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: `Order ${BEYOND}${BEYOND}` }),
+    });
+    expect(res.status).toBe(200);
+  });
+});
