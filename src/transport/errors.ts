@@ -55,6 +55,19 @@ function isUnavailable(error: unknown): boolean {
  * generic one: never SQL, never a stack. Unexpected failures are logged with
  * their cause under a request id that the client also receives.
  */
+/** InvalidArgument with its field violations as `google.rpc.BadRequest` details (REST lists them as fieldViolations). */
+export function invalidArgument(error: InvalidArgumentError): ConnectError {
+  const details = [
+    {
+      desc: BadRequestSchema,
+      value: create(BadRequestSchema, {
+        fieldViolations: error.violations.map((v) => create(BadRequest_FieldViolationSchema, { field: v.field, description: v.description })),
+      }),
+    },
+  ];
+  return new ConnectError(error.message, Code.InvalidArgument, undefined, details);
+}
+
 export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string, traceId?: string): ConnectError {
   if (error instanceof ConnectError) return error;
   // What an operator needs to find this call's log lines and trace.
@@ -64,19 +77,7 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
     logger.debug({ procedure, requestId }, "client closed the stream");
     return new ConnectError("the client closed the stream", Code.Canceled);
   }
-  if (error instanceof InvalidArgumentError) {
-    const details = [
-      {
-        desc: BadRequestSchema,
-        value: create(BadRequestSchema, {
-          fieldViolations: error.violations.map((v) =>
-            create(BadRequest_FieldViolationSchema, { field: v.field, description: v.description }),
-          ),
-        }),
-      },
-    ];
-    return new ConnectError(error.message, Code.InvalidArgument, undefined, details);
-  }
+  if (error instanceof InvalidArgumentError) return invalidArgument(error);
   if (error instanceof DomainError) return new ConnectError(error.message, DOMAIN_CODES[error.kind]);
   // The database is the last line of defence: a constraint the edge checks missed.
   if (error instanceof UniqueIntegrityConstraintViolationError) {

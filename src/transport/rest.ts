@@ -9,7 +9,9 @@ import { TenantRegistryService, type ExportAuditEventsRequest, type ExportAuditE
 import type { AuditSigner } from "../domain/audit-chain.js";
 import type { ChainBaseReader } from "../service/audit-chain.js";
 import { EXPORT_FORMATS, writeAuditExport, type ExportFormat } from "./rest-export.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import { inexactInteger, inexactIntegerMessage, isClientGone } from "./client-faults.js";
+import { invalidArgument } from "./errors.js";
 import { restRouteKey } from "./context.js";
 import type { Logger } from "../logger.js";
 import { createEnumsFromShort, createEnumsToShort } from "./rest-json.js";
@@ -139,10 +141,15 @@ export function createRestHandler(options: RestOptions): RestHandler {
         setPath(json, fieldPath.map((f) => f.jsonName), field.fieldKind === "list" ? values : values.at(-1)!);
       }
     }
+    const converted = fromShort.convert(input, json);
     try {
-      return fromJson(input, fromShort.convert(input, json), readOptions);
+      return fromJson(input, converted, readOptions);
     } catch (error) {
-      throw ConnectError.from(error, Code.InvalidArgument);
+      // protobuf-es names the type that failed, not the field ("cannot decode message
+      // google.protobuf.Timestamp from JSON"): find the field by decoding part by part.
+      const message = error instanceof Error ? error.message : String(error);
+      const field = failingField(input, converted, readOptions);
+      throw field === undefined ? new ConnectError(message, Code.InvalidArgument) : invalidArgument(InvalidArgumentError.field(field, message));
     }
   }
 
@@ -238,6 +245,41 @@ export function createRestHandler(options: RestOptions): RestHandler {
     }
     return true;
   };
+}
+
+/**
+ * The proto path of the field whose JSON `fromJson` cannot read (e.g. "start_time",
+ * "events[1].created"), found by decoding one field at a time; undefined when no
+ * single field fails. Only on the error path: a request that decodes never gets here.
+ */
+function failingField(desc: DescMessage, json: JsonValue, options: Partial<JsonReadOptions>, depth = 0): string | undefined {
+  if (json === null || typeof json !== "object" || Array.isArray(json) || depth > 16) return undefined;
+  for (const [key, value] of Object.entries(json)) {
+    try {
+      fromJson(desc, { [key]: value }, options);
+      continue;
+    } catch {
+      // this one
+    }
+    const field = desc.fields.find((f) => f.jsonName === key || f.name === key);
+    if (!field) return key;
+    if (field.fieldKind === "message" && !field.message.typeName.startsWith("google.protobuf.")) {
+      const inner = failingField(field.message, value, options, depth + 1);
+      return inner === undefined ? field.name : `${field.name}.${inner}`;
+    }
+    if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(value) && !field.message.typeName.startsWith("google.protobuf.")) {
+      for (let i = 0; i < value.length; i++) {
+        try {
+          fromJson(field.message, value[i] ?? null, options);
+        } catch {
+          const inner = failingField(field.message, value[i] ?? null, options, depth + 1);
+          return `${field.name}[${i}]${inner === undefined ? "" : `.${inner}`}`;
+        }
+      }
+    }
+    return field.name;
+  }
+  return undefined;
 }
 
 /** Bad REST input found before the call (body, path, query): answered 400 with the reason. */

@@ -251,7 +251,7 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
       ["the registry's component with a look-alike letter", () => ({ component: "t\u0435nant-registry" }), "component", /letters a-z/],
       ["a component with a control character", () => ({ component: "billing\u0007" }), "component", /letters a-z/],
       ["a description over 2000 characters", () => ({ description: "d".repeat(2001) }), "description", /at most 2000/],
-      ["fields with a NUL character", () => ({ fields: { note: "a\u0000b" } }), "fields", /NUL/],
+      ["fields with a NUL character", () => ({ fields: { note: "a\u0000b" } }), 'fields["note"]', /NUL/],
     ];
 
     it.each(RULES)("rejects %s, naming the field, and stores none of the batch", async (_name, change, field, description) => {

@@ -46,11 +46,11 @@ describe("an integer beyond 2^53 sent as a JSON number", () => {
     expect(kept.status).toBe(200);
     expect(await stored(tenant.id)).toBe(`{"seats": ${BEYOND}}`);
     // Numbers a double holds exactly, 2^53 itself included, are read as sent (JSON numbers
-    // for int64 are valid ProtoJSON, though the OpenAPI document asks for strings).
-    const exact = await fetch(`${server.baseUrl}/v1/tenants/${tenant.id}/products/compliance`, {
-      method: "PUT",
+    // for int64 are valid ProtoJSON; REST's OpenAPI document asks for strings, so over Connect).
+    const exact = await fetch(`${server.baseUrl}/breakpilot.tenantregistry.v1.TenantRegistryService/GrantProduct`, {
+      method: "POST",
       headers: { "content-type": "application/json" },
-      body: `{"limits":{"seats":9007199254740992, "api_calls": 12}}`,
+      body: `{"tenantId":"${tenant.id}","product":"PRODUCT_CODE_COMPLIANCE","limits":{"seats":9007199254740992, "api_calls": 12}}`,
     });
     expect(exact.status).toBe(200);
     expect(await stored(tenant.id)).toBe(`{"seats": 9007199254740992, "api_calls": 12}`);
@@ -64,5 +64,34 @@ describe("an integer beyond 2^53 sent as a JSON number", () => {
       body: JSON.stringify({ name: `Order ${BEYOND}${BEYOND}` }),
     });
     expect(res.status).toBe(200);
+  });
+});
+
+describe("a value REST cannot decode names its field", () => {
+  it("a query parameter (endTime=yesterday) and a body field (expiresAt) are named in fieldViolations", async () => {
+    const tenant = await insertTenant(sql);
+    const listed = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/audit/events?startTime=2026-01-01T00:00:00Z&endTime=yesterday`);
+    expect(listed.status).toBe(400);
+    expect(await listed.json()).toMatchObject({ code: "invalid_argument", fieldViolations: [{ field: "end_time", description: expect.stringContaining("Timestamp") }] });
+
+    const granted = await restFetch(`${server.baseUrl}/v1/tenants/${tenant.id}/products/compliance`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ expiresAt: "tomorrow", limits: { seats: "5" } }),
+    });
+    expect(granted.status).toBe(400);
+    expect(await granted.json()).toMatchObject({ fieldViolations: [{ field: "expires_at" }] });
+  });
+
+  it("a field of a message in a list is named with its index", async () => {
+    const tenant = await insertTenant(sql);
+    const event = { tenantId: tenant.id, action: "doc.create", crud: "c", isAnonymous: true };
+    const res = await restFetch(`${server.baseUrl}/v1/audit/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ events: [event, { ...event, created: "last week" }] }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ fieldViolations: [{ field: "events[1].created" }] });
   });
 });
