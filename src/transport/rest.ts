@@ -1,4 +1,6 @@
 import type http from "node:http";
+import { promisify } from "node:util";
+import zlib from "node:zlib";
 import type http2 from "node:http2";
 import { fromJson, toJson, type DescMessage, type JsonObject, type JsonReadOptions, type JsonValue, type JsonWriteOptions, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
@@ -352,9 +354,10 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
     if (size > MAX_BODY_BYTES) throw new RestInputError(`request body exceeds ${MAX_BODY_BYTES} bytes`);
     chunks.push(chunk);
   }
+  const raw = await decompressed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), req.headers["content-encoding"]);
   let text: string;
   try {
-    text = STRICT_UTF8.decode(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).trim();
+    text = STRICT_UTF8.decode(raw).trim();
   } catch {
     throw new RestInputError("request body is not valid UTF-8");
   }
@@ -365,6 +368,23 @@ async function readJsonBody(req: NodeRequest): Promise<JsonValue> {
     return JSON.parse(text) as JsonValue;
   } catch {
     throw new RestInputError("request body is not valid JSON");
+  }
+}
+
+const gunzip = promisify(zlib.gunzip);
+const brotliDecompress = promisify(zlib.brotliDecompress);
+
+/** The body as sent, before its Content-Encoding (gzip or br, as the RPC protocols accept), within the body limit. */
+async function decompressed(body: Buffer, encoding: string | undefined): Promise<Buffer> {
+  const name = encoding?.trim().toLowerCase() ?? "";
+  if (name === "" || name === "identity") return body;
+  const inflate = name === "gzip" ? gunzip : name === "br" ? brotliDecompress : undefined;
+  if (!inflate) throw new RestInputError(`content-encoding "${name.slice(0, 40)}" is not supported: send gzip, br or identity`);
+  try {
+    return await inflate(body, { maxOutputLength: MAX_BODY_BYTES });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") throw new RestInputError(`request body exceeds ${MAX_BODY_BYTES} bytes once decompressed`);
+    throw new RestInputError(`request body is not valid ${name}`);
   }
 }
 

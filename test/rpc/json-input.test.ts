@@ -1,6 +1,7 @@
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
-import { insertTenant } from "../support/fixtures.js";
+import { insertTenant, uniqueSlug } from "../support/fixtures.js";
 import { useTestServer } from "../support/harness.js";
 import { restFetch } from "../support/rest.js";
 import type { TestServer } from "../support/server.js";
@@ -93,5 +94,29 @@ describe("a value REST cannot decode names its field", () => {
     });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ fieldViolations: [{ field: "events[1].created" }] });
+  });
+});
+
+describe("a compressed REST body", () => {
+  const post = (body: Uint8Array, encoding: string) =>
+    restFetch(`${server.baseUrl}/v1/tenants`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": encoding }, body });
+
+  it("gzip and br are inflated, as on the RPC protocols", async () => {
+    for (const [encoding, pack] of [["gzip", gzipSync], ["br", brotliCompressSync]] as const) {
+      const slug = uniqueSlug(encoding);
+      const res = await post(pack(JSON.stringify({ slug, name: "Packed" })), encoding);
+      expect(res.status, encoding).toBe(200);
+      expect((await sql.query("SELECT name FROM tenants WHERE slug = $1", [slug])).rows).toEqual([{ name: "Packed" }]);
+    }
+  });
+
+  it("an unknown encoding, bytes that do not inflate, and a body that inflates beyond the limit are 400s saying so", async () => {
+    const refused = async (res: Response) => [res.status, ((await res.json()) as { message: string }).message];
+    expect(await refused(await post(Buffer.from("{}"), "compress"))).toEqual([400, expect.stringContaining('content-encoding "compress" is not supported')]);
+    expect(await refused(await post(Buffer.from("not gzip at all"), "gzip"))).toEqual([400, "request body is not valid gzip"]);
+    // 8 MiB of spaces: a few KiB on the wire.
+    const bomb = gzipSync(Buffer.concat([Buffer.from('{"slug":"bomb","name":"'), Buffer.alloc(8 * 1024 * 1024, " "), Buffer.from('"}')]));
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    expect(await refused(await post(bomb, "gzip"))).toEqual([400, expect.stringContaining("once decompressed")]);
   });
 });

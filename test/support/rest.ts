@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { PACKAGE_ROOT } from "../../src/paths.js";
@@ -12,16 +13,33 @@ import { PACKAGE_ROOT } from "../../src/paths.js";
  */
 export async function restFetch(url: string, init: RequestInit = {}): Promise<Response> {
   const method = (init.method ?? "GET").toUpperCase();
-  if (init.body !== undefined && init.body !== null && typeof init.body !== "string") {
-    throw new Error("restFetch: pass the body as a JSON string");
+  // A compressed body is checked as the JSON it inflates to (bytes that inflate to nothing: as no body).
+  const encoding = new Headers(init.headers).get("content-encoding");
+  let body: string | undefined;
+  if (init.body instanceof Uint8Array && encoding !== null) {
+    body = inflated(init.body, encoding);
+  } else if (init.body !== undefined && init.body !== null && typeof init.body !== "string") {
+    throw new Error("restFetch: pass the body as a JSON string (or bytes with a content-encoding)");
+  } else {
+    body = init.body ?? undefined;
   }
   const response = await fetch(url, init);
   const text = await response.text();
-  const problems = contract().check({ method, url: new URL(url), body: init.body ?? undefined }, { status: response.status, text, allow: response.headers.get("allow") });
+  const problems = contract().check({ method, url: new URL(url), body }, { status: response.status, text, allow: response.headers.get("allow") });
   if (problems.length > 0) {
     throw new Error(`REST call breaks gen/openapi.json: ${method} ${new URL(url).pathname}${new URL(url).search} → ${response.status}\n  ${problems.join("\n  ")}\n  answer: ${text.slice(0, 500)}`);
   }
   return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
+}
+
+function inflated(bytes: Uint8Array, encoding: string): string | undefined {
+  try {
+    if (encoding === "gzip") return gunzipSync(bytes).toString("utf8");
+    if (encoding === "br") return brotliDecompressSync(bytes).toString("utf8");
+  } catch {
+    // not what it claims to be: the server must refuse it
+  }
+  return undefined;
 }
 
 export type Exchange = { readonly method: string; readonly url: URL; readonly body?: string | undefined };
