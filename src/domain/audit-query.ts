@@ -388,5 +388,7 @@ export function cursorOf(event: AuditEvent): AuditCursor {
 export function parseCursor(parts: readonly (string | number)[]): AuditCursor | null {
   const [sequence] = parts;
   if (parts.length !== 1 || typeof sequence !== "string" || !/^[1-9][0-9]{0,18}$/.test(sequence)) return null;
+  // A bigint column: nineteen digits may still be past its end.
+  if (BigInt(sequence) > 9_223_372_036_854_775_807n) return null;
   return { sequence: BigInt(sequence) };
 }

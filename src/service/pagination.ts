@@ -29,7 +29,8 @@ export function decodePageToken(token: string, filters: unknown, field = "page_t
     throw InvalidArgumentError.field(field, "is not a token this service issued");
   }
   const p = parsed as { a?: unknown; f?: unknown };
-  if (!Array.isArray(p.a) || !p.a.every((v) => typeof v === "string" || typeof v === "number") || typeof p.f !== "string") {
+  // Tokens are not signed (a position within what the caller may read anyway), so they are read as any input is.
+  if (!Array.isArray(p.a) || !p.a.every((v) => (typeof v === "string" && !v.includes("\0")) || typeof v === "number") || typeof p.f !== "string") {
     throw InvalidArgumentError.field(field, "is not a token this service issued");
   }
   if (p.f !== fingerprint(filters)) throw InvalidArgumentError.field(field, "was issued for different filters");

@@ -197,6 +197,10 @@ export function createTenantHandlers(deps: ServiceDeps) {
       v.throwIfAny();
       const size = pageSize(req.pageSize);
       const after = decodePageToken(req.pageToken, filters);
+      // The position is the last slug returned.
+      if (after !== undefined && (after.length !== 1 || typeof after[0] !== "string")) {
+        throw InvalidArgumentError.field("page_token", "is not a token this service issued");
+      }
       const { page, more } = takePage(await listTenants(db, filters, after?.[0] as string | undefined, size + 1), size);
       return {
         tenants: page.map(tenantToProto),
