@@ -1,6 +1,7 @@
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "../logger.js";
+import { inexactInteger, inexactIntegerMessage } from "./json-numbers.js";
 
 // connect-es labels these failures to read the caller's bytes Internal, on every
 // protocol: undecodable protobuf ("parse binary: illegal tag …", truncation,
@@ -92,37 +93,6 @@ export function strictUtf8Decoder(): { decode(data: Uint8Array): string } {
     },
   };
 }
-
-// Sixteen digits in a row: the least an integer beyond 2^53 takes, and a cheap test for most bodies.
-const LONG_DIGITS = /\d{16}/;
-const INTEGER_LITERAL = /^-?\d+$/;
-
-/**
- * The first integer literal in a JSON text that a double cannot hold (beyond 2^53:
- * JSON.parse would round 9007199254740993 to …992 without a word), or undefined
- * (also for text that is not JSON: its parse fails on its own). An int64 sent as
- * a number that large would be stored as another number; as a string it is exact.
- */
-export function inexactInteger(text: string): string | undefined {
-  if (!LONG_DIGITS.test(text)) return undefined;
-  let found: string | undefined;
-  try {
-    // Node 24's JSON.parse hands a reviver each primitive's source text.
-    JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
-      const source = context?.source;
-      if (found === undefined && typeof value === "number" && !Number.isSafeInteger(value) && source !== undefined && INTEGER_LITERAL.test(source)) {
-        if (BigInt(source) !== BigInt(value)) found = source;
-      }
-      return value;
-    });
-  } catch {
-    return undefined;
-  }
-  return found;
-}
-
-export const inexactIntegerMessage = (literal: string) =>
-  `the number ${literal.slice(0, 40)} is beyond 2^53 and would not be read exactly: send int64 values as strings`;
 
 // Write failures that mean the client went away or reset the stream (h2
 // RST_STREAM, a closed socket): the client's doing, not an error of ours.
