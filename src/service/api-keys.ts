@@ -96,13 +96,22 @@ function assertMayManage(ctx: HandlerContext, action: "rotate" | "revoke", targe
 }
 
 // PostgreSQL's text form of a timestamptz, as listApiKeysByTenant hands it out.
-const PG_TIMESTAMP = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}$/;
+const PG_TIMESTAMP = /^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d{1,6})?[+-](\d\d)(:\d\d){0,2}$/;
+
+/** Whether `text` is a timestamp PostgreSQL reads (the shape alone lets 2026-13-45 25:61:61 through). */
+function isPgTimestamp(text: string): boolean {
+  const m = PG_TIMESTAMP.exec(text);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second, offset] = [m[1], m[2], m[3], m[4], m[5], m[6], m[8]].map(Number) as number[];
+  const date = new Date(Date.UTC(year!, month! - 1, day!));
+  return year! >= 1 && date.getUTCMonth() === month! - 1 && date.getUTCDate() === day && hour! <= 23 && minute! <= 59 && second! <= 59 && offset! <= 15;
+}
 
 function decodeCursor(token: string, filters: unknown): ApiKeyCursor | undefined {
   const after = decodePageToken(token, filters);
   if (after === undefined) return undefined;
   const [createdAt, id] = after;
-  if (typeof createdAt !== "string" || !PG_TIMESTAMP.test(createdAt) || typeof id !== "string" || !isUuid(id)) {
+  if (typeof createdAt !== "string" || !isPgTimestamp(createdAt) || typeof id !== "string" || !isUuid(id)) {
     throw InvalidArgumentError.field("page_token", "is not a token this service issued");
   }
   return { createdAt, id };

@@ -287,6 +287,15 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("api keys over %s", (t
     const otherFilters = await failure(api.listApiKeys({ tenantId: tenant.id, includeRevoked: true, pageToken: page.nextPageToken }));
     expect(otherFilters).toMatchObject({ code: Code.InvalidArgument, rawMessage: "page_token: was issued for different filters" });
     expect((await failure(api.listApiKeys({ tenantId: tenant.id, pageToken: "garbage" }))).code).toBe(Code.InvalidArgument);
+    // A real token with its position rewritten (its filters' fingerprint kept) to times PostgreSQL cannot read.
+    const { a, f } = JSON.parse(Buffer.from(page.nextPageToken, "base64url").toString()) as { a: [string, string]; f: string };
+    for (const at of ["2026-13-45 25:61:61+00", "0000-01-01 00:00:00+00", "2025-02-29 00:00:00+00"]) {
+      const forged = Buffer.from(JSON.stringify({ a: [at, a[1]], f })).toString("base64url");
+      expect(await failure(api.listApiKeys({ tenantId: tenant.id, pageSize: 2, pageToken: forged })), at).toMatchObject({
+        code: Code.InvalidArgument,
+        rawMessage: "page_token: is not a token this service issued",
+      });
+    }
     expect((await failure(api.listApiKeys({ tenantId: randomUUID() }))).code).toBe(Code.NotFound);
     expect((await api.listApiKeys({ tenantId: (await insertTenant(sqlClient)).id })).apiKeys).toEqual([]);
   });
