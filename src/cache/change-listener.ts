@@ -98,66 +98,85 @@ export function createChangeListener({
    * nothing says notices arrive at all.
    */
   async function session(client: pg.Client, prober: pg.Client): Promise<void> {
-    const lost = new Promise<unknown>((resolve) => {
-      for (const c of [client, prober]) {
-        c.on("error", resolve);
-        c.on("end", () => resolve(new Error("connection ended")));
-      }
-      closing.signal.addEventListener("abort", () => resolve(undefined), { once: true });
-    });
-    // A channel of this session's own: its probes wake no other replica's subscribers.
-    const probeChannel = `tenant_registry_probe_${randomBytes(8).toString("hex")}`;
-    let probeArrived: ((payload: string | undefined) => void) | undefined;
-    client.on("notification", (message) => {
-      if (message.channel === CHANGE_CHANNEL) deliver(message.payload);
-      else if (message.channel === probeChannel) probeArrived?.(message.payload);
-    });
-    await Promise.all([client.connect(), prober.connect()]);
-    await client.query(`LISTEN ${CHANGE_CHANNEL}`);
-    await client.query(`LISTEN ${probeChannel}`);
-
-    let sent = 0;
-    const probe = (hint = "") =>
-      new Promise<void>((resolve, reject) => {
-        const payload = String(++sent);
-        const deadline = setTimeout(() => {
-          probeArrived = undefined;
-          reject(new Error(`a notice published by another session did not arrive within ${heartbeatTimeoutMs} ms${hint}`));
-        }, heartbeatTimeoutMs);
-        probeArrived = (arrived) => {
-          if (arrived !== payload) return;
-          clearTimeout(deadline);
-          probeArrived = undefined;
-          resolve();
-        };
-        prober.query("SELECT pg_notify($1, $2)", [probeChannel, payload]).catch((error: unknown) => {
-          clearTimeout(deadline);
-          reject(error);
-        });
+    // Everything this session registers goes when it ends: a listener that retries
+    // for good (behind a pooler that swallows notices) must not pile them up.
+    const cleanups: (() => void)[] = [];
+    try {
+      const lost = new Promise<unknown>((resolve) => {
+        for (const c of [client, prober]) {
+          c.on("error", resolve);
+          c.on("end", () => resolve(new Error("connection ended")));
+        }
+        const onClosing = () => resolve(undefined);
+        closing.signal.addEventListener("abort", onClosing, { once: true });
+        cleanups.push(() => closing.signal.removeEventListener("abort", onClosing));
       });
-    const first = await Promise.race([
-      probe(": LISTEN needs a session of its own (DATABASE_URL must not go through a pooler in transaction mode)").then(() => "arrived" as const, (error: unknown) => error),
-      lost.then((reason) => reason ?? new Error("the listener was closed")),
-    ]);
-    if (first !== "arrived") throw first;
-    logger.info("change listener connected");
-    setState(true);
+      // A channel of this session's own: its probes wake no other replica's subscribers.
+      const probeChannel = `tenant_registry_probe_${randomBytes(8).toString("hex")}`;
+      let probeArrived: ((payload: string | undefined) => void) | undefined;
+      // A change notice proves the path as well as a probe does.
+      let noticedAt = -Infinity;
+      client.on("notification", (message) => {
+        if (message.channel === CHANGE_CHANNEL) {
+          noticedAt = performance.now();
+          deliver(message.payload);
+        } else if (message.channel === probeChannel) {
+          probeArrived?.(message.payload);
+        }
+      });
+      await Promise.all([client.connect(), prober.connect()]);
+      await client.query(`LISTEN ${CHANGE_CHANNEL}`);
+      await client.query(`LISTEN ${probeChannel}`);
 
-    const heartbeatFailed = new Promise<unknown>((resolve) => {
-      let inFlight = false;
-      const timer = setInterval(() => {
-        if (inFlight) return;
-        inFlight = true;
-        probe().then(() => {
-          inFlight = false;
-        }, resolve);
-      }, heartbeatMs);
-      timer.unref();
-      void lost.then(() => clearInterval(timer));
-      closing.signal.addEventListener("abort", () => clearInterval(timer), { once: true });
-    });
-    const reason = await Promise.race([lost, heartbeatFailed]);
-    if (!closing.signal.aborted) logger.warn({ err: reason }, "change listener connection lost: reads bypass the cache until it is back");
+      let sent = 0;
+      let deadline: NodeJS.Timeout | undefined;
+      cleanups.push(() => clearTimeout(deadline));
+      const probe = (hint = "") =>
+        new Promise<void>((resolve, reject) => {
+          const payload = String(++sent);
+          deadline = setTimeout(() => {
+            probeArrived = undefined;
+            reject(new Error(`a notice published by another session did not arrive within ${heartbeatTimeoutMs} ms${hint}`));
+          }, heartbeatTimeoutMs);
+          probeArrived = (arrived) => {
+            if (arrived !== payload) return;
+            clearTimeout(deadline);
+            probeArrived = undefined;
+            resolve();
+          };
+          prober.query("SELECT pg_notify($1, $2)", [probeChannel, payload]).catch((error: unknown) => {
+            clearTimeout(deadline);
+            reject(error);
+          });
+        });
+      const first = await Promise.race([
+        probe(": LISTEN needs a session of its own (DATABASE_URL must not go through a pooler in transaction mode)").then(() => "arrived" as const, (error: unknown) => error),
+        lost.then((reason) => reason ?? new Error("the listener was closed")),
+      ]);
+      if (first !== "arrived") throw first;
+      logger.info("change listener connected");
+      setState(true);
+
+      const heartbeatFailed = new Promise<unknown>((resolve) => {
+        let inFlight = false;
+        const timer = setInterval(() => {
+          // Under write traffic notices keep arriving and no probe (a committed NOTIFY) is needed.
+          // Only one in the last half interval counts: a connection that dies right after it
+          // is still found out within heartbeatMs + heartbeatTimeoutMs, as without notices.
+          if (inFlight || performance.now() - noticedAt < heartbeatMs / 2) return;
+          inFlight = true;
+          probe().then(() => {
+            inFlight = false;
+          }, resolve);
+        }, heartbeatMs);
+        timer.unref();
+        cleanups.push(() => clearInterval(timer));
+      });
+      const reason = await Promise.race([lost, heartbeatFailed]);
+      if (!closing.signal.aborted) logger.warn({ err: reason }, "change listener connection lost: reads bypass the cache until it is back");
+    } finally {
+      for (const cleanup of cleanups) cleanup();
+    }
   }
 
   async function run() {
