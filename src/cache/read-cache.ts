@@ -76,6 +76,8 @@ export type ReadCache = {
 };
 
 type Entry = Loaded<object | string>;
+/** A load: the epoch it began in, and what it read with whether the cache kept it (no notice since concerns it). */
+type Running = { readonly started: number; readonly pending: Promise<{ readonly entry: Entry; readonly fresh: boolean }> };
 
 const ignore: Put = (_key, loaded) => loaded.value;
 
@@ -89,7 +91,7 @@ const ignore: Put = (_key, loaded) => loaded.value;
  * depends on, or its tenant as a whole), or when the cache was flushed, may
  * have read the database before that change committed: its answer is handed
  * to the callers that were waiting for it before the notice, but not kept, and
- * readers who come after any notice start a load of their own.
+ * readers who joined it after that notice load anew.
  */
 export function createReadCache(settings: CacheSettings, listener: ChangeListener | undefined, logger: Logger): ReadCache {
   let hits = 0;
@@ -108,8 +110,8 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
   const invalidatedAt = new Map<string, number>();
   let usable = settings.enabled && listener?.connected === true;
   const lagWatchers = new Set<(lagMs: number, notice: ChangeNotice) => void>();
-  // A running load of a key, joined only by readers that come in the epoch it started in.
-  const inFlight = new Map<string, { readonly started: number; readonly pending: Promise<Entry> }>();
+  // The running load of each key that misses.
+  const inFlight = new Map<string, Running>();
   // Which keys hold each tenant's entries, for notices that name a whole tenant.
   const byTenant = new Map<string, Set<string>>();
   // Which entries were derived from an entry (kept while they are cached, whether it still is or not).
@@ -236,6 +238,49 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
     });
   }
 
+  /** The running load of `key`, or a new one; what it read, and whether a notice since it began concerns that. */
+  function loadOnce<V extends object | string, A>(key: string, load: (arg: A, put: Put) => Promise<Loaded<V>>, arg: A): Running {
+    const current = inFlight.get(key);
+    if (current) return current;
+    const started = epoch;
+    const keep = (k: string, entry: Entry): boolean => {
+      const fresh = stillFresh(started, k, entry);
+      if (fresh) store(k, entry);
+      return fresh;
+    };
+    const put: Put = (k, entry) => {
+      const existing = lru?.get(k);
+      if (existing !== undefined) return existing.value as typeof entry.value;
+      keep(k, entry);
+      return entry.value;
+    };
+    loadStarted(started);
+    const pending = load(arg, put)
+      .then((loaded) => ({ entry: loaded as Entry, fresh: keep(key, loaded) }))
+      .finally(() => loadEnded(started));
+    const mine: Running = { started, pending };
+    inFlight.set(key, mine);
+    void pending.then(
+      () => inFlight.get(key) === mine && inFlight.delete(key),
+      () => inFlight.get(key) === mine && inFlight.delete(key),
+    );
+    return mine;
+  }
+
+  /**
+   * Concurrent misses of a key share one load. A load that began before a notice may
+   * have read the database before that change committed, and which entries its answer
+   * rests on (its tenant, what it depends on) is known only when it ends: a reader who
+   * joined after a notice, handed an answer that such a notice concerns, loads anew.
+   */
+  async function loadShared<V extends object | string, A>(key: string, load: (arg: A, put: Put) => Promise<Loaded<V>>, arg: A): Promise<Entry> {
+    const joinedAt = epoch;
+    const running = loadOnce(key, load, arg);
+    const { entry, fresh } = await running.pending;
+    if (fresh || joinedAt === running.started) return entry;
+    return (await loadOnce(key, load, arg).pending).entry;
+  }
+
   return {
     async read(key, load, arg, note) {
       if (!usable) {
@@ -251,38 +296,7 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
       }
       misses++;
       if (note) note.misses++;
-      // A load that began before the latest notice or flush may have read the database
-      // before that change committed, and which entries it rests on (its tenant, what it
-      // depends on) is known only when it ends: a reader who comes after the notice
-      // must not be handed its answer, so it starts a load of its own.
-      const current = inFlight.get(key);
-      let pending = current?.started === epoch ? current.pending : undefined;
-      if (!pending) {
-        const started = epoch;
-        const keep = (k: string, entry: Entry) => {
-          if (stillFresh(started, k, entry)) store(k, entry);
-        };
-        const put: Put = (k, entry) => {
-          const existing = lru?.get(k);
-          if (existing !== undefined) return existing.value as typeof entry.value;
-          keep(k, entry);
-          return entry.value;
-        };
-        loadStarted(started);
-        pending = load(arg, put)
-          .then((loaded) => {
-            keep(key, loaded);
-            return loaded;
-          })
-          .finally(() => loadEnded(started));
-        const mine = { started, pending };
-        inFlight.set(key, mine);
-        void pending.then(
-          () => inFlight.get(key) === mine && inFlight.delete(key),
-          () => inFlight.get(key) === mine && inFlight.delete(key),
-        );
-      }
-      return (await pending).value as never;
+      return (await loadShared(key, load, arg)).value as never;
     },
     apply: evict,
     stats: {
