@@ -179,10 +179,11 @@ export function createChangeListener({
     }
   }
 
+  const connect = (application_name: string) =>
+    new pg.Client({ connectionString: connectionUri, keepAlive: true, application_name, connectionTimeoutMillis: 5_000 });
+
   async function run() {
     for (let attempt = 0; !closing.signal.aborted; attempt++) {
-      const connect = (application_name: string) =>
-        new pg.Client({ connectionString: connectionUri, keepAlive: true, application_name, connectionTimeoutMillis: 5_000 });
       const client = connect("tenant-registry change listener");
       const prober = connect("tenant-registry change probe");
       current = [client, prober];

@@ -275,9 +275,9 @@ export function createReadCache(settings: CacheSettings, listener: ChangeListene
    */
   async function loadShared<V extends object | string, A>(key: string, load: (arg: A, put: Put) => Promise<Loaded<V>>, arg: A): Promise<Entry> {
     const joinedAt = epoch;
-    const running = loadOnce(key, load, arg);
-    const { entry, fresh } = await running.pending;
-    if (fresh || joinedAt === running.started) return entry;
+    const joined = loadOnce(key, load, arg);
+    const { entry, fresh } = await joined.pending;
+    if (fresh || joinedAt === joined.started) return entry;
     return (await loadOnce(key, load, arg).pending).entry;
   }
 

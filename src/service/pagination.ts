@@ -37,6 +37,17 @@ export function decodePageToken(token: string, filters: unknown, field = "page_t
   return p.a as (string | number)[];
 }
 
+/** The keyset position of a page token that carries the last slug returned (ListTenants, ListProjects). */
+export function decodeSlugPageToken(token: string, filters: unknown): string | undefined {
+  const after = decodePageToken(token, filters);
+  if (after === undefined) return undefined;
+  const [slug] = after;
+  if (after.length !== 1 || typeof slug !== "string") {
+    throw InvalidArgumentError.field("page_token", "is not a token this service issued");
+  }
+  return slug;
+}
+
 function fingerprint(filters: unknown): string {
   return createHash("sha256").update(JSON.stringify(filters ?? null)).digest("base64url").slice(0, 16);
 }

@@ -19,23 +19,13 @@ import { projectToProto } from "../transport/convert-project.js";
 import { auditContextOf } from "../transport/context.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
-import { decodePageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
+import { decodeSlugPageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
 import { checkName, checkSlug, checkUuid, maskPaths, requireUuid, Violations } from "./validate.js";
 
 function checkDescription(v: Violations, field: string, value: string): void {
   v.check(value.length <= PROJECT_DESCRIPTION_MAX, field, `must be at most ${PROJECT_DESCRIPTION_MAX} characters`);
 }
 
-/** The keyset position a ListProjects page token carries: the last slug returned. */
-function slugAfter(token: string, filters: unknown): string | undefined {
-  const after = decodePageToken(token, filters);
-  if (after === undefined) return undefined;
-  const [slug] = after;
-  if (after.length !== 1 || typeof slug !== "string") {
-    throw InvalidArgumentError.field("page_token", "is not a token this service issued");
-  }
-  return slug;
-}
 
 /** NotFound for the tenant when it does not exist, else for the project. */
 async function projectNotFound(db: Db, tenantId: string, id: string): Promise<NotFoundError> {
@@ -91,7 +81,7 @@ export function createProjectHandlers(deps: ServiceDeps) {
       const tenantId = requireUuid("tenant_id", req.tenantId);
       const size = pageSize(req.pageSize);
       const filters = { tenantId };
-      const afterSlug = slugAfter(req.pageToken, filters);
+      const afterSlug = decodeSlugPageToken(req.pageToken, filters);
       if (!(await findTenantRef(db, tenantId))) throw new NotFoundError("tenant", tenantId);
       const { page, more } = takePage(await listProjectsByTenant(db, tenantId, afterSlug, size + 1), size);
       return {

@@ -39,7 +39,7 @@ import { fromProtoEnum, tenantToProto } from "../transport/convert.js";
 import { audited } from "./audited.js";
 import type { ServiceDeps } from "./deps.js";
 import { canonical, requestFingerprint } from "./idempotency.js";
-import { decodePageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
+import { decodeSlugPageToken, encodePageToken, pageSize, takePage } from "./pagination.js";
 import {
   checkExternalId,
   checkMetadata,
@@ -196,12 +196,8 @@ export function createTenantHandlers(deps: ServiceDeps) {
       v.check(req.query.length <= 200, "query", "must be at most 200 characters");
       v.throwIfAny();
       const size = pageSize(req.pageSize);
-      const after = decodePageToken(req.pageToken, filters);
-      // The position is the last slug returned.
-      if (after !== undefined && (after.length !== 1 || typeof after[0] !== "string")) {
-        throw InvalidArgumentError.field("page_token", "is not a token this service issued");
-      }
-      const { page, more } = takePage(await listTenants(db, filters, after?.[0] as string | undefined, size + 1), size);
+      const after = decodeSlugPageToken(req.pageToken, filters);
+      const { page, more } = takePage(await listTenants(db, filters, after, size + 1), size);
       return {
         tenants: page.map(tenantToProto),
         nextPageToken: more ? encodePageToken([page.at(-1)!.slug], filters) : "",

@@ -50,11 +50,6 @@ function isUnavailable(error: unknown): boolean {
   );
 }
 
-/**
- * The one place errors become Connect codes. Clients see a domain message or a
- * generic one: never SQL, never a stack. Unexpected failures are logged with
- * their cause under a request id that the client also receives.
- */
 /** InvalidArgument with its field violations as `google.rpc.BadRequest` details (REST lists them as fieldViolations). */
 export function invalidArgument(error: InvalidArgumentError): ConnectError {
   const details = [
@@ -68,6 +63,11 @@ export function invalidArgument(error: InvalidArgumentError): ConnectError {
   return new ConnectError(error.message, Code.InvalidArgument, undefined, details);
 }
 
+/**
+ * The one place errors become Connect codes. Clients see a domain message or a
+ * generic one: never SQL, never a stack. Unexpected failures are logged with
+ * their cause under a request id that the client also receives.
+ */
 export function toConnectError(error: unknown, logger: Logger, procedure: string, requestId: string, traceId?: string): ConnectError {
   if (error instanceof ConnectError) return error;
   // What an operator needs to find this call's log lines and trace.

@@ -46,40 +46,39 @@ function nulIn(desc: DescMessage, message: Fields, depth: number, prefix = ""): 
 }
 
 function nulInField(field: DescField, value: unknown, depth: number, path: string): string | undefined {
-  if (typeof value === "string") return value.includes("\0") ? path : undefined;
-  if (value === null || typeof value !== "object") return undefined;
   switch (field.fieldKind) {
     case "message":
-      if (JSON_TYPES.has(field.message.typeName)) return nulInJson(value, depth + 1, path);
-      return nulIn(field.message, value as Fields, depth + 1, path);
-    case "list":
+      return nulInValue(field.message, value, depth, path);
+    case "list": {
       if (!Array.isArray(value)) return undefined;
+      const element = field.listKind === "message" ? field.message : undefined;
       for (let i = 0; i < value.length; i++) {
-        const item: unknown = value[i];
-        const at = `${path}[${i}]`;
-        const found =
-          typeof item === "string"
-            ? item.includes("\0") ? at : undefined
-            : field.listKind === "message" && item !== null && typeof item === "object"
-              ? JSON_TYPES.has(field.message.typeName) ? nulInJson(item, depth + 1, at) : nulIn(field.message, item as Fields, depth + 1, at)
-              : undefined;
+        const found = nulInValue(element, value[i], depth, `${path}[${i}]`);
         if (found !== undefined) return found;
       }
       return undefined;
-    case "map":
+    }
+    case "map": {
+      if (value === null || typeof value !== "object") return undefined;
+      const element = field.mapKind === "message" ? field.message : undefined;
       for (const [key, item] of Object.entries(value as Fields)) {
         const at = keyPath(path, key);
         if (key.includes("\0")) return at;
-        if (typeof item === "string" && item.includes("\0")) return at;
-        if (field.mapKind === "message" && item !== null && typeof item === "object") {
-          const found = JSON_TYPES.has(field.message.typeName) ? nulInJson(item, depth + 1, at) : nulIn(field.message, item as Fields, depth + 1, at);
-          if (found !== undefined) return found;
-        }
+        const found = nulInValue(element, item, depth, at);
+        if (found !== undefined) return found;
       }
       return undefined;
+    }
     default:
-      return undefined;
+      return nulInValue(undefined, value, depth, path);
   }
+}
+
+/** A string, or a message of type `desc` (plain JSON for Struct and its kin); anything else holds no string. */
+function nulInValue(desc: DescMessage | undefined, value: unknown, depth: number, path: string): string | undefined {
+  if (typeof value === "string") return value.includes("\0") ? path : undefined;
+  if (desc === undefined || value === null || typeof value !== "object") return undefined;
+  return JSON_TYPES.has(desc.typeName) ? nulInJson(value, depth + 1, path) : nulIn(desc, value as Fields, depth + 1, path);
 }
 
 function nulInJson(value: unknown, depth: number, path: string): string | undefined {

@@ -234,12 +234,14 @@ export function createRestHandler(options: RestOptions): RestHandler {
         sendJson(res, 400, { code: "invalid_argument", message: error.message });
         return true;
       }
-      if (!(error instanceof ConnectError) && isClientGone(error, res)) {
-        // The client left mid-body: nobody to answer, nothing wrong here (as on the RPC paths).
-        options.logger.debug({ code: (error as NodeJS.ErrnoException).code, route: route.template }, "rest: the client went away");
-        return true;
+      if (!(error instanceof ConnectError)) {
+        if (isClientGone(error, res)) {
+          // The client left mid-body: nobody to answer, nothing wrong here (as on the RPC paths).
+          options.logger.debug({ code: (error as NodeJS.ErrnoException).code, route: route.template }, "rest: the client went away");
+          return true;
+        }
+        options.logger.error({ err: error, route: route.template }, "rest call failed outside the interceptors");
       }
-      if (!(error instanceof ConnectError)) options.logger.error({ err: error, route: route.template }, "rest call failed outside the interceptors");
       const connectError = error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
       copyResponseHeaders(connectError.metadata, res);
       sendJson(res, codeToHttpStatus(connectError.code), restError(connectError));
