@@ -8,6 +8,7 @@
 FROM node:24-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+COPY patches ./patches
 RUN npm ci --no-audit --no-fund
 COPY . .
 RUN make dist

