@@ -57,6 +57,7 @@ export const exportSection: BenchSection = {
         undefined,
         undefined,
         undefined,
+        undefined,
       ],
     ];
     // Each reader takes every event as its client would: gRPC and Connect decode messages; the REST
@@ -92,7 +93,13 @@ export const exportSection: BenchSection = {
       const server = await startApp(ctx, { name: `app (export, ${label})`, databaseUrl: url, cache: true });
       const rssBefore = server.rssBytes();
       let rssPeak = rssBefore ?? 0;
-      const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssBytes() ?? 0)), 100);
+      // The reader's heap too: a client that keeps what it has handed over grows with the export.
+      const heapBefore = process.memoryUsage().heapUsed;
+      let heapPeak = heapBefore;
+      const sampler = setInterval(() => {
+        rssPeak = Math.max(rssPeak, server.rssBytes() ?? 0);
+        heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
+      }, 100);
       const cpuBefore = server.cpuMicros();
       const pgUsed = await databaseCpuSince(databaseCpu);
       const readerBefore = readerMicros();
@@ -121,6 +128,7 @@ export const exportSection: BenchSection = {
         fmt.mb(rssBefore),
         fmt.mb(rssPeak),
         rssBefore === undefined ? undefined : fmt.mb(rssPeak - rssBefore),
+        fmt.mb(heapPeak - heapBefore),
       ]);
       await server.stop();
     }
@@ -137,6 +145,7 @@ export const exportSection: BenchSection = {
         "RSS before MB",
         "RSS peak MB",
         "growth MB",
+        "reader heap growth MB",
       ],
       rows,
     );
