@@ -9,7 +9,7 @@ FROM node:24-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 COPY patches ./patches
-RUN npm ci --no-audit --no-fund
+RUN npm ci --no-audit --no-fund && node_modules/.bin/patch-package --error-on-fail --error-on-warn
 COPY . .
 RUN make dist
 

@@ -49,8 +49,14 @@ $(NODE_PREFIX)/node_modules/$(NODE_PKG)/bin/node:
 node: $(NODE_STAMP) ## make sure Node $(NODE_MAJOR) is on PATH
 	@echo "node $$(node --version) at $$(command -v node)"
 
-$(DEPS_STAMP): package.json package-lock.json $(wildcard patches/*.patch) | $(NODE_STAMP)
+# patches/: fixes to dependencies not yet released upstream. Applied here and in the Dockerfile,
+# not from an npm lifecycle script, which the packed artifact would carry to every sibling's
+# install (npm asks to approve it). A patch that no longer applies fails the install.
+PATCH_PACKAGE := patch-package --error-on-fail --error-on-warn
+
+$(DEPS_STAMP): package.json package-lock.json $(wildcard patches patches/*.patch) | $(NODE_STAMP)
 	npm ci --no-audit --no-fund
+	$(PATCH_PACKAGE)
 	@touch $@
 
 install: $(DEPS_STAMP) ## npm ci (once per lockfile change)

@@ -157,7 +157,11 @@ console.log(JSON.stringify({ slug: tenant.slug, entitled: check.entitled, reason
     // installs runs on that copy, whatever other copy of connect the sibling's tree holds.
     const bundled = join(consumer, "node_modules", "tenant-registry", "node_modules", "@connectrpc");
     for (const file of ["esm", "cjs"].map((flavour) => join("connect", "dist", flavour, "protocol", "run-call.js"))) {
-      expect(await readFile(join(bundled, file), "utf8")).toBe(await readFile(join(PACKAGE_ROOT, "node_modules", "@connectrpc", file), "utf8"));
+      const shipped = await readFile(join(bundled, file), "utf8");
+      expect(shipped).toBe(await readFile(join(PACKAGE_ROOT, "node_modules", "@connectrpc", file), "utf8"));
+      // Patched, not merely the same as an unpatched checkout's copy.
+      expect(shipped).toContain("await untilAborted(signal, it.next())");
+      expect(shipped).not.toContain("Promise.race([it.next(), aborted])");
     }
     const { stdout } = await run(process.execPath, [
       "--input-type=module",

@@ -93,7 +93,8 @@ export const exportSection: BenchSection = {
       const server = await startApp(ctx, { name: `app (export, ${label})`, databaseUrl: url, cache: true });
       const rssBefore = server.rssBytes();
       let rssPeak = rssBefore ?? 0;
-      // The reader's heap too: a client that keeps what it has handed over grows with the export.
+      // The reader's heap too: a client that keeps what it has handed over grows with the export. Its
+      // peak (garbage included, Buffers not): an upper bound on what the reader holds.
       const heapBefore = process.memoryUsage().heapUsed;
       let heapPeak = heapBefore;
       const sampler = setInterval(() => {
@@ -145,7 +146,7 @@ export const exportSection: BenchSection = {
         "RSS before MB",
         "RSS peak MB",
         "growth MB",
-        "reader heap growth MB",
+        "reader heap peak above start MB",
       ],
       rows,
     );
