@@ -105,6 +105,50 @@ function storableJson(value: unknown): boolean {
   return true;
 }
 
+/**
+ * The most an event's `fields` may take as PostgreSQL stores and prints them (jsonb text, what
+ * the chain hashes), as the audit_log_fields_size CHECK says. Without it one event could fill a
+ * 4 MiB request, and a page of 500 of them would be 2 GB for the server to hold.
+ */
+export const MAX_AUDIT_FIELDS_BYTES = 64 * 1024;
+
+/**
+ * UTF-8 bytes of `value` as jsonb text: compact JSON, plus the space jsonb prints after every
+ * ":" and ",", with numbers written out in full as numeric prints them (1e300 is 301 digits
+ * there, so a few bytes sent could be far more stored). Stops counting once past `limit`.
+ */
+export function jsonbTextBytes(value: unknown, limit = Infinity): number {
+  let bytes = 0;
+  const walk = (v: unknown): void => {
+    if (bytes > limit) return;
+    if (typeof v === "number") bytes += numericText(v);
+    else if (typeof v === "string") bytes += Buffer.byteLength(JSON.stringify(v));
+    else if (Array.isArray(v)) {
+      bytes += 2 + Math.max(0, 2 * (v.length - 1)); // [ ] and ", " between elements
+      for (const item of v) walk(item);
+    } else if (v !== null && typeof v === "object") {
+      const entries = Object.entries(v);
+      bytes += 2 + Math.max(0, 2 * (entries.length - 1)) + 2 * entries.length; // { }, ", " and ": "
+      for (const [key, item] of entries) {
+        bytes += Buffer.byteLength(JSON.stringify(key));
+        walk(item);
+      }
+    } else bytes += String(v).length; // true, false, null
+  };
+  walk(value);
+  return bytes;
+}
+
+/** Characters of a JSON number as numeric prints it: plain decimal, never an exponent. */
+function numericText(n: number): number {
+  const [mantissa = "", exponent = "0"] = Math.abs(n).toExponential().split("e");
+  const digits = mantissa.replace(".", "").length;
+  const e = Number(exponent);
+  const sign = n < 0 ? 1 : 0;
+  // 1.5e3 → "1500"; 1.5e-3 → "0.0015"
+  return sign + (e >= 0 ? Math.max(digits, e + 1) + (digits > e + 1 ? 1 : 0) : 1 + 1 + (-e - 1) + digits);
+}
+
 function checkText(problems: FieldViolation[], field: string, value: string, max: number): void {
   if (value.length > max) problems.push({ field, description: `must be at most ${max} characters` });
   else if (!storableText(value)) problems.push({ field, description: "must not contain NUL characters or invalid UTF-16" });
@@ -194,6 +238,11 @@ export function validateAuditEventInput(
   add("component", componentProblem(component));
   if (input.fields !== undefined && !storableJson(input.fields)) {
     add("fields", "must not contain NUL characters or invalid UTF-16");
+  } else if (input.fields !== undefined) {
+    const bytes = jsonbTextBytes(input.fields, MAX_AUDIT_FIELDS_BYTES);
+    if (bytes > MAX_AUDIT_FIELDS_BYTES) {
+      add("fields", `must be at most ${MAX_AUDIT_FIELDS_BYTES.toLocaleString("en-US")} bytes as stored (jsonb text, numbers in full)`);
+    }
   }
 
   let createdAt: Instant = toInstant(now);

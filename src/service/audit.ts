@@ -2,9 +2,11 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { TenantRegistryService } from "../../gen/breakpilot/tenantregistry/v1/tenant_registry_service_pb.js";
 import { auditEventPage, insertAuditEvents, type AuditEventPage, listAuditEvents, lockExistingTenantIds } from "../db/queries/audit.js";
 import { findTenantRef, type Db } from "../db/queries/tenants.js";
+import { translateCheckViolations } from "../db/constraints.js";
 import {
   cursorOf,
   MAX_AUDIT_BATCH,
+  MAX_AUDIT_FIELDS_BYTES,
   parseAuditFilter,
   parseCursor,
   validateAuditEventInput,
@@ -96,7 +98,10 @@ export function createAuditHandlers({ db, clock, metrics }: ServiceDeps) {
           if (id !== null && !known.has(id)) violations.add(`events[${i}].tenant_id`, "unknown tenant");
         });
         violations.throwIfAny();
-        return insertAuditEvents(tx, events);
+        return translateCheckViolations(() => insertAuditEvents(tx, events), {
+          audit_log_fields_size: () =>
+            InvalidArgumentError.field("events", `an event's fields are over ${MAX_AUDIT_FIELDS_BYTES.toLocaleString("en-US")} bytes as stored`),
+        });
       });
       metrics.auditEventsWritten(recorded);
       return { recorded, duplicates };

@@ -500,15 +500,15 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("audit log over %s", (
 
     it("cuts a message before it would pass about 1 MiB, so large events stay readable by a 4 MiB client", async () => {
       const tenant = await insertTenant(sqlClient);
-      const blob = "x".repeat(400_000);
+      const blob = "x".repeat(60_000); // under the 64 KiB an event's fields may take
       await client().recordAuditEvents({
-        events: [1, 2, 3, 4, 5].map((i) => validEvent(tenant.id, { externalId: `big-${i}-${randomUUID()}`, fields: { blob } })),
+        events: Array.from({ length: 20 }, (_, i) => validEvent(tenant.id, { externalId: `big-${i}-${randomUUID()}`, fields: { blob } })),
       });
       await seedEvents(tenant.id, 3);
       const sizes: number[] = [];
       for await (const message of client().exportAuditEvents({ tenantId: tenant.id })) sizes.push(message.events.length);
-      // 2 × 400 kB fit under 1 MiB, a third would not; the small events join the last batch.
-      expect(sizes).toEqual([2, 2, 4]);
+      // 17 × 60 kB fit under 1 MiB, an 18th would not; the small events join the last batch.
+      expect(sizes).toEqual([17, 6]);
     });
 
     it("stops when the client goes away", async () => {
