@@ -70,8 +70,26 @@ describe.each<TransportName>(["grpc", "connect-json-h1"])("an audit event's fiel
   });
 });
 
+describe("the registry's own events", () => {
+  it("carry what their change carried: the largest valid metadata update is audited with its old and new maps", async () => {
+    const tenant = await insertTenant(sql);
+    const client = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+    // 64 keys of 1,024 characters, the most checkMetadata allows; the event holds both maps (~140 KB).
+    const metadata = (fill: string) => Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`key-${i}`, fill.repeat(1024)]));
+    for (const fill of ["a", "b"]) {
+      await client.updateTenant({ tenant: { id: tenant.id, metadata: metadata(fill) }, updateMask: { paths: ["metadata"] } });
+    }
+    const { rows } = await sql.query<{ n: number }>(
+      "SELECT octet_length(fields::text) AS n FROM audit_log WHERE tenant_id = $1 AND action = 'tenant.update' ORDER BY seq",
+      [tenant.id],
+    );
+    expect(rows).toHaveLength(2);
+    expect(rows[1]!.n).toBeGreaterThan(2 * MAX_AUDIT_FIELDS_BYTES);
+  });
+});
+
 describe("the schema", () => {
-  it("refuses fields over 65,536 bytes as stored from any writer, and takes them at the limit", async () => {
+  it("refuses reported fields over 65,536 bytes as stored from any writer, and takes them at the limit", async () => {
     const tenant = await insertTenant(sql);
     const insert = (fields: JsonObject) =>
       sql.query("INSERT INTO audit_log (tenant_id, action, crud, actor_id, component, fields) VALUES ($1, 'x.y', 'c', 'u', 'direct', $2)", [
