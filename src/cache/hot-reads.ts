@@ -167,12 +167,15 @@ export function createHotReads(db: Db, cache: ReadCache, batched: (lookup: Batch
     return { value: tenantId, tenantId: tenantId ?? undefined };
   };
 
+  // What cannot name a tenant is answered without the cache: its negative entry would be keyed by
+  // whatever the caller sent (the auth interceptor looks slugs up before any handler checks them),
+  // and the cache counts entries, not bytes.
   return {
-    tenantById: (id, note) => cache.read(cacheKey.tenant(id), loadTenantById, id, note),
-    tenantBySlug: (slug, note) => cache.read(cacheKey.slug(slug), loadTenantBySlug, slug, note),
+    tenantById: async (id, note) => (isUuid(id) ? cache.read(cacheKey.tenant(id), loadTenantById, id, note) : null),
+    tenantBySlug: async (slug, note) => (SLUG_PATTERN.test(slug) ? cache.read(cacheKey.slug(slug), loadTenantBySlug, slug, note) : null),
     apiKeysByPrefix: async (prefix, note) => (await cache.read(cacheKey.apiKeyPrefix(prefix), loadApiKeys, prefix, note)) ?? NO_KEYS,
     idpByDomain: (domain, note) => cache.read(cacheKey.emailDomain(domain), loadIdpRoute, domain, note),
-    tenantIdBySlug: async (slug) => (await cache.read(cacheKey.slug(slug), loadTenantBySlug, slug))?.id ?? null,
+    tenantIdBySlug: async (slug) => (SLUG_PATTERN.test(slug) ? ((await cache.read(cacheKey.slug(slug), loadTenantBySlug, slug))?.id ?? null) : null),
     // The interceptor passes ids as the caller wrote them; notices name them in lowercase.
     tenantIdOfApiKey: (keyId) => cache.read(cacheKey.apiKeyTenant(keyId.toLowerCase()), loadKeyTenant, keyId.toLowerCase()),
   };
