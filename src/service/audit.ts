@@ -36,30 +36,6 @@ const EXPORT_PAGE = 250;
  * events' fields are (one event larger than this still goes, alone).
  */
 const EXPORT_MESSAGE_BYTES = 1024 * 1024;
-/**
- * A batch of 1,000 bad events would otherwise answer with thousands of
- * violations: more than a gRPC trailer carries, and more than anyone reads.
- */
-const MAX_LISTED_VIOLATIONS = 50;
-
-/** Violations of a batch, the first MAX_LISTED_VIOLATIONS of them by name. */
-class BatchViolations {
-  readonly v = new Violations();
-  private listed = 0;
-  private omitted = 0;
-
-  add(field: string, description: string): void {
-    if (this.listed < MAX_LISTED_VIOLATIONS) {
-      this.v.add(field, description);
-      this.listed += 1;
-    } else this.omitted += 1;
-  }
-
-  throwIfAny(): void {
-    if (this.omitted > 0) this.v.add("events", `${this.omitted} more violations not listed`);
-    this.v.throwIfAny();
-  }
-}
 
 function requireFilter(input: AuditFilterInput): AuditFilter {
   const { filter, problems } = parseAuditFilter(input);
@@ -80,7 +56,7 @@ export function createAuditHandlers({ db, clock, metrics }: ServiceDeps) {
         throw InvalidArgumentError.field("events", `at most ${MAX_AUDIT_BATCH} events per call, got ${req.events.length}`);
       }
       const now = clock();
-      const violations = new BatchViolations();
+      const violations = new Violations({ omittedField: "events" });
       const events: NewAuditEvent[] = [];
       req.events.forEach((input, i) => {
         const { event, problems } = validateAuditEventInput(auditEventInputFromProto(input), now);

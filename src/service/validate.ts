@@ -7,11 +7,27 @@ import { slugProblem } from "../domain/tenant.js";
  * Edge checks that name the offending field. They mirror the schema's
  * constraints with friendlier messages; the database stays the last line.
  */
+/**
+ * A request's problems, the first MAX_LISTED_VIOLATIONS of them by name and the rest counted:
+ * a list of 800,000 bad scopes, or a batch of 1,000 bad events, would otherwise answer with an
+ * error larger than the request, more than a gRPC trailer carries and more than anyone reads.
+ */
+export const MAX_LISTED_VIOLATIONS = 50;
+
 export class Violations {
   private readonly list: FieldViolation[] = [];
+  private omitted = 0;
+  private omittedField: string | undefined;
+
+  /** `omittedField`: where the count of the unlisted goes; by default, the field of the first of them. */
+  constructor(private readonly options: { readonly omittedField?: string } = {}) {}
 
   add(field: string, description: string): this {
-    this.list.push({ field, description });
+    if (this.list.length < MAX_LISTED_VIOLATIONS) this.list.push({ field, description });
+    else {
+      this.omitted += 1;
+      this.omittedField ??= this.options.omittedField ?? field;
+    }
     return this;
   }
 
@@ -25,7 +41,9 @@ export class Violations {
   }
 
   throwIfAny(): void {
-    if (this.list.length > 0) throw new InvalidArgumentError(this.list);
+    if (this.list.length === 0) return;
+    const unlisted = this.omitted > 0 ? [{ field: this.omittedField!, description: `${this.omitted} more violations not listed` }] : [];
+    throw new InvalidArgumentError([...this.list, ...unlisted]);
   }
 }
 
