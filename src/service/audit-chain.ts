@@ -2,6 +2,7 @@ import type { KeyObject } from "node:crypto";
 import {
   applyRetentionCut,
   findChainHead,
+  findLatestCheckpoint,
   findRetentionCut,
   inChainSnapshot,
   insertCheckpoint,
@@ -74,13 +75,18 @@ export function chainBaseReader(db: Db): ChainBaseReader {
   };
 }
 
-/** Signs the chain's current head (sequence 0 and the genesis hash for an empty chain) and stores the checkpoint. */
+/**
+ * Signs the chain's current head (sequence 0 and the genesis hash for an empty chain) and stores
+ * the checkpoint. A head already signed with this key is answered with that checkpoint: the
+ * table is append-only, and a caller asking in a loop would otherwise add a row per call.
+ */
 export async function signChainHead(db: Db, signer: AuditSigner, chainId: string, now: Date): Promise<Checkpoint> {
   const head = await findChainHead(db, chainId);
-  const checkpoint = signer.sign(
-    { chainId, sequence: head?.sequence ?? 0n, hash: head?.hash ?? GENESIS_HASH },
-    toInstant(now),
-  );
+  const latest = await findLatestCheckpoint(db, chainId);
+  const sequence = head?.sequence ?? 0n;
+  const hash = head?.hash ?? GENESIS_HASH;
+  if (latest && latest.sequence === sequence && latest.hash === hash && latest.keyId === signer.keyId) return latest;
+  const checkpoint = signer.sign({ chainId, sequence, hash }, toInstant(now));
   await insertCheckpoint(db, checkpoint);
   return checkpoint;
 }
