@@ -20,6 +20,13 @@ export type ChangeFeed = Pick<ChangeListener, "subscribe" | "onStateChange" | "c
 export const WATCH_HEARTBEAT_MS = 15_000;
 /** A watcher this far behind is told to flush instead of being sent every change: memory stays bounded. */
 const MAX_BACKLOG = 1_000;
+/**
+ * Open watches of one tenant's principals on one replica, together. Each holds a backlog, and
+ * a tenant's principals (an admin can mint API keys without end) could otherwise open tens of
+ * thousands within the connection limits and fill them all with changes to their own tenant.
+ * Platform principals (the sibling services' caches, one per pod) are not counted here.
+ */
+export const MAX_WATCHES_PER_TENANT = 64;
 
 const flush = () => create(WatchChangesResponseSchema, { event: { case: "flush", value: {} } });
 const paused = () => create(WatchChangesResponseSchema, { event: { case: "paused", value: {} } });
@@ -36,6 +43,7 @@ export function createChangeHandlers(
   feed: ChangeFeed,
   heartbeatMs = WATCH_HEARTBEAT_MS,
 ): Pick<ServiceImpl<typeof TenantRegistryService>, "watchChanges"> {
+  const watchesOf = new Map<string, number>();
   return {
     async *watchChanges(req, ctx: HandlerContext) {
       if (req.tenantId !== "" && !isUuid(req.tenantId)) {
@@ -46,35 +54,53 @@ export function createChangeHandlers(
       const principal = ctx.values.get(principalKey);
       const everyTenant = principal === undefined || hasPlatformPermission(principal, "tenants:read");
       const scope = req.tenantId !== "" ? req.tenantId.toLowerCase() : everyTenant ? undefined : principal?.tenantId;
-
-      // On overflow the backlog collapses into "start over": a flush, or a pause while the feed is down.
-      const queue = createBacklog(MAX_BACKLOG, () => (feed.connected ? flush() : paused()));
-      // Subscribe before the first message: a change committed in between is queued, never lost.
-      const unsubscribe = feed.subscribe((notice: ChangeNotice | undefined) => {
-        // An unreadable notice may concern anyone: everyone flushes, which tells nobody anything.
-        if (!notice) queue.push(flush());
-        else if (scope === undefined || notice.tenantId === scope) {
-          queue.push(
-            create(WatchChangesResponseSchema, {
-              event: { case: "change", value: { tenantId: notice.tenantId, action: notice.action, publishedAt: timestampFromMs(notice.at) } },
-            }),
-          );
+      const counted = everyTenant ? undefined : principal?.tenantId;
+      if (counted !== undefined) {
+        const open = watchesOf.get(counted) ?? 0;
+        if (open >= MAX_WATCHES_PER_TENANT) {
+          throw new ConnectError(`at most ${MAX_WATCHES_PER_TENANT} open watches per tenant on this replica; close one first`, Code.ResourceExhausted);
         }
-      });
-      // While the listener is down, changes go unseen: the client must stop trusting its cache,
-      // and flush once the listener is back.
-      const unwatch = feed.onStateChange((state) => queue.push(state === "connected" ? flush() : paused()));
-      const stop = AbortSignal.any([ctx.signal, shutdownSignal]);
+        watchesOf.set(counted, open + 1);
+      }
+      const release = () => {
+        if (counted === undefined) return;
+        const left = (watchesOf.get(counted) ?? 1) - 1;
+        if (left === 0) watchesOf.delete(counted);
+        else watchesOf.set(counted, left);
+      };
+
       try {
-        yield feed.connected ? flush() : paused();
-        while (!stop.aborted) {
-          const next = await queue.next(stop, heartbeatMs);
-          if (stop.aborted) break;
-          yield next ?? heartbeat();
+        // On overflow the backlog collapses into "start over": a flush, or a pause while the feed is down.
+        const queue = createBacklog(MAX_BACKLOG, () => (feed.connected ? flush() : paused()));
+        // Subscribe before the first message: a change committed in between is queued, never lost.
+        const unsubscribe = feed.subscribe((notice: ChangeNotice | undefined) => {
+          // An unreadable notice may concern anyone: everyone flushes, which tells nobody anything.
+          if (!notice) queue.push(flush());
+          else if (scope === undefined || notice.tenantId === scope) {
+            queue.push(
+              create(WatchChangesResponseSchema, {
+                event: { case: "change", value: { tenantId: notice.tenantId, action: notice.action, publishedAt: timestampFromMs(notice.at) } },
+              }),
+            );
+          }
+        });
+        // While the listener is down, changes go unseen: the client must stop trusting its cache,
+        // and flush once the listener is back.
+        const unwatch = feed.onStateChange((state) => queue.push(state === "connected" ? flush() : paused()));
+        const stop = AbortSignal.any([ctx.signal, shutdownSignal]);
+        try {
+          yield feed.connected ? flush() : paused();
+          while (!stop.aborted) {
+            const next = await queue.next(stop, heartbeatMs);
+            if (stop.aborted) break;
+            yield next ?? heartbeat();
+          }
+        } finally {
+          unsubscribe();
+          unwatch();
         }
       } finally {
-        unsubscribe();
-        unwatch();
+        release();
       }
       // The caller's deadline is not a clean end: it is told so, as any call past its deadline.
       const reason: unknown = ctx.signal.reason;
