@@ -4,16 +4,16 @@ import { isUuid } from "../domain/ids.js";
 import { slugProblem } from "../domain/tenant.js";
 
 /**
- * Edge checks that name the offending field. They mirror the schema's
- * constraints with friendlier messages; the database stays the last line.
- */
-/**
- * A request's problems, the first MAX_LISTED_VIOLATIONS of them by name and the rest counted:
- * a list of 800,000 bad scopes, or a batch of 1,000 bad events, would otherwise answer with an
- * error larger than the request, more than a gRPC trailer carries and more than anyone reads.
+ * How many of a request's problems an error names; the rest are counted. A list of 800,000 bad
+ * scopes, or a batch of 1,000 bad events, would otherwise answer with an error larger than the
+ * request, more than a gRPC trailer carries and more than anyone reads.
  */
 export const MAX_LISTED_VIOLATIONS = 50;
 
+/**
+ * Edge checks that name the offending field. They mirror the schema's
+ * constraints with friendlier messages; the database stays the last line.
+ */
 export class Violations {
   private readonly list: FieldViolation[] = [];
   private omitted = 0;
