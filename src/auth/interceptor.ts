@@ -90,7 +90,7 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
     } catch (error) {
       if (error instanceof PermissionDeniedError) {
         const requested = policy.tenant.by === "none" ? undefined : fieldValue(req.method.input, message, policy.tenant.field);
-        await denied({ code: Code.PermissionDenied, message: error.message, requested: typeof requested === "string" ? requested : undefined }, error.audit);
+        await denied({ code: Code.PermissionDenied, message: error.message, requested: typeof requested === "string" ? shown(requested) : undefined }, error.audit);
       }
       throw error;
     }

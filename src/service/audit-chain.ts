@@ -14,6 +14,7 @@ import type { Db } from "../db/queries/tenants.js";
 import { toInstant } from "../domain/audit-query.js";
 import {
   ChainVerifier,
+  checkpointSignatureValid,
   GENESIS_HASH,
   type AuditSigner,
   type ChainVerdict,
@@ -77,15 +78,26 @@ export function chainBaseReader(db: Db): ChainBaseReader {
 
 /**
  * Signs the chain's current head (sequence 0 and the genesis hash for an empty chain) and stores
- * the checkpoint. A head already signed with this key is answered with that checkpoint: the
- * table is append-only, and a caller asking in a loop would otherwise add a row per call.
+ * the checkpoint. A head already signed with this key is answered with that checkpoint (its
+ * signature checked): the table is append-only, and a caller asking in a loop would otherwise
+ * add a row per call.
  */
 export async function signChainHead(db: Db, signer: AuditSigner, chainId: string, now: Date): Promise<Checkpoint> {
   const head = await findChainHead(db, chainId);
   const latest = await findLatestCheckpoint(db, chainId);
   const sequence = head?.sequence ?? 0n;
   const hash = head?.hash ?? GENESIS_HASH;
-  if (latest && latest.sequence === sequence && latest.hash === hash && latest.keyId === signer.keyId) return latest;
+  // Only a checkpoint this key really signed: the row is the database's, and whoever can write
+  // there must not get a forged one handed out in the service's name.
+  if (
+    latest &&
+    latest.sequence === sequence &&
+    latest.hash === hash &&
+    latest.keyId === signer.keyId &&
+    checkpointSignatureValid(latest, signer.publicKey)
+  ) {
+    return latest;
+  }
   const checkpoint = signer.sign({ chainId, sequence, hash }, toInstant(now));
   await insertCheckpoint(db, checkpoint);
   return checkpoint;

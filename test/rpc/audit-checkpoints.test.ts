@@ -32,4 +32,21 @@ describe("GetAuditCheckpoint", () => {
     // The one handed out again still verifies: nothing up to it was removed or changed.
     expect((await client.verifyAuditChain({ tenantId: tenant.id, checkpoint: first })).intact).toBe(true);
   });
+
+  it("hands out no stored checkpoint whose signature is not its own: a row forged in the database is signed over", async () => {
+    const tenant = await insertTenant(sql);
+    const client = clientFor(TenantRegistryService, server.baseUrl, "grpc");
+    const first = (await client.getAuditCheckpoint({ tenantId: tenant.id })).checkpoint!;
+    // Someone with write access to the database: the same head and key, a later time, a signature of zeros.
+    await sql.query(
+      `INSERT INTO audit_checkpoints (chain_id, seq, hash, signed_at, key_id, signature)
+       SELECT chain_id, seq, hash, signed_at + interval '1 second', key_id, decode(repeat('00', 64), 'hex')
+       FROM audit_checkpoints WHERE chain_id = $1`,
+      [tenant.id],
+    );
+    const answered = (await client.getAuditCheckpoint({ tenantId: tenant.id })).checkpoint!;
+    expect(Buffer.from(answered.signature).equals(Buffer.alloc(64))).toBe(false);
+    expect(answered.sequence).toBe(first.sequence);
+    expect((await client.verifyAuditChain({ tenantId: tenant.id, checkpoint: answered })).intact).toBe(true);
+  });
 });

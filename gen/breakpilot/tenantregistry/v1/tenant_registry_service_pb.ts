@@ -2258,7 +2258,8 @@ export const TenantRegistryService: GenService<{
     output: typeof VerifyAuditChainResponseSchema;
   },
   /**
-   * Signs the chain's current head and stores the checkpoint; keep a copy elsewhere.
+   * Signs the chain's current head and stores the checkpoint; keep a copy elsewhere. A head
+   * already signed with the current key is answered with that stored checkpoint.
    *
    * @generated from rpc breakpilot.tenantregistry.v1.TenantRegistryService.GetAuditCheckpoint
    */
