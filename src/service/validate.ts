@@ -16,15 +16,25 @@ export const MAX_LISTED_VIOLATIONS = 50;
  */
 export class Violations {
   private readonly list: FieldViolation[] = [];
+  private readonly listedFields = new Set<string>();
   private omitted = 0;
   private omittedField: string | undefined;
 
-  /** `omittedField`: where the count of the unlisted goes; by default, the field of the first of them. */
+  /**
+   * Past the cap, a field of the request not named yet (by its top-level name: `expires_at`
+   * after 50 bad `scopes`) is still named once, so a form can show every field's problem; the
+   * rest are counted under the field of the first of them. `omittedField`: count them all
+   * there instead (a batch, whose every violation is under `events`).
+   */
   constructor(private readonly options: { readonly omittedField?: string } = {}) {}
 
   add(field: string, description: string): this {
-    if (this.list.length < MAX_LISTED_VIOLATIONS) this.list.push({ field, description });
-    else {
+    const topLevel = field.split(/[.[]/, 1)[0]!;
+    const unnamed = this.options.omittedField === undefined && !this.listedFields.has(topLevel);
+    if (this.list.length < MAX_LISTED_VIOLATIONS || unnamed) {
+      this.list.push({ field, description });
+      this.listedFields.add(topLevel);
+    } else {
       this.omitted += 1;
       this.omittedField ??= this.options.omittedField ?? field;
     }
