@@ -132,14 +132,15 @@ export function createHotReads(db: Db, cache: ReadCache, batched: (lookup: Batch
     return rows;
   }, NO_ROWS, (keys) => batched("api_key_by_prefix", keys));
 
-  // Loaders are made once, here, so that a cache hit allocates no closure.
+  // Loaders are made once, here, so that a cache hit allocates no closure. They see only ids and
+  // slugs that can name a tenant: the reads below answer the rest before the cache.
   const loadTenantById = async (id: string): Promise<Loaded<CachedTenant>> => {
     // The answers are keyed by the id as PostgreSQL spells it (lowercase).
-    const record = isUuid(id) ? await recordsById(id.toLowerCase()) : null;
+    const record = await recordsById(id.toLowerCase());
     return { value: record && new CachedTenant(record), tenantId: record?.id };
   };
   const loadTenantBySlug = async (slug: string, put: Put): Promise<Loaded<CachedTenant>> => {
-    const record = SLUG_PATTERN.test(slug) ? await recordsBySlug(slug) : null;
+    const record = await recordsBySlug(slug);
     if (!record) return { value: null, tenantId: undefined };
     const byId = cacheKey.tenant(record.id);
     const tenant = put(byId, { value: new CachedTenant(record), tenantId: record.id })!;
